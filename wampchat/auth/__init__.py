@@ -1,0 +1,1 @@
+"""Authentication: the authenticator interface and its implementations."""

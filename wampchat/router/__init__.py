@@ -1,0 +1,1 @@
+"""The WAMP router: realms, sessions, broker, dealer, authorization, meta API."""

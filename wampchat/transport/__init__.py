@@ -1,0 +1,1 @@
+"""Transports: WebSocket, RawSocket, memory, and the web site that hosts them."""
