@@ -8,11 +8,13 @@ procedures (the meta API, session refresh) are plain functions in ``builtins``.
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from autobahn.wamp import message
 from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallResult
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -81,6 +83,58 @@ class CallInFlight:
         self.receive_progress = receive_progress
         self.timer: IDelayedCall | None = None
         self.interrupted = False           # INTERRUPT(kill) sent, waiting for the callee
+
+
+class RouterCaller:
+    """The caller of a call the router itself makes (``Dealer.call_from_router``).
+
+    It stands in for a caller session in ``CallInFlight`` so that the YIELD, ERROR,
+    timeout, cancel and callee-leaving paths stay exactly those of a session's CALL:
+    they all end in ``send()``, which here settles a Deferred instead of writing frames.
+    """
+
+    id = 0                                 # no real session has id 0 (ids start at 1)
+    authid = "router"
+    authrole = "router"
+    is_attached = True
+
+    _requests = itertools.count(1)         # call ids of router calls, unique per process
+
+    def __init__(self) -> None:
+        self.request = next(self._requests)  # the call id under which the flight is indexed
+        self.deferred: Deferred = Deferred(self._cancel)
+        self.dealer: Dealer | None = None
+        self._cancelled = False
+
+    def send(self, msg: Any) -> None:
+        if self.deferred.called or self._cancelled:
+            return
+        if isinstance(msg, message.Result):
+            if not msg.progress:
+                self.deferred.callback(_call_result(msg.args, msg.kwargs))
+        elif isinstance(msg, message.Error):
+            self.deferred.errback(ApplicationError(msg.error, *(msg.args or ()),
+                                                   **(msg.kwargs or {})))
+
+    def reply_error(self, request: Any, uri: str, text: str | None = None) -> None:
+        self.send(message.Error(message.Call.MESSAGE_TYPE, self.request, uri,
+                                args=[text] if text else None))
+
+    def _cancel(self, _deferred: Deferred) -> None:
+        # The Deferred was cancelled (e.g. its user timed out): drop the call in flight,
+        # and let the Deferred fail with CancelledError rather than the dealer's answer.
+        self._cancelled = True
+        if self.dealer is not None:
+            self.dealer.cancel(self, message.Cancel(self.request, mode="killnowait"))
+
+
+def _call_result(args: list | None, kwargs: dict | None) -> Any:
+    """A RESULT's payload as Autobahn's client returns it: one value, CallResult or None."""
+    if kwargs:
+        return CallResult(*(args or ()), **kwargs)
+    if args:
+        return args[0] if len(args) == 1 else CallResult(*args)
+    return None
 
 
 class Dealer:
@@ -249,6 +303,23 @@ class Dealer:
         if flight.timer is not None and flight.timer.active():
             flight.timer.cancel()
         flight.timer = None
+
+    def call_from_router(self, procedure: str, args: list, kwargs: dict,
+                         timeout: float | None = None) -> Deferred:
+        """Call procedure as the router itself (no caller session), e.g. a dynamic authenticator.
+
+        Fires with the result (args[0] for exactly one arg, else a CallResult); errbacks
+        with ApplicationError: the callee's ERROR as sent, wamp.error.no_such_procedure,
+        wamp.error.canceled when the callee leaves, wamp.error.timeout after timeout
+        seconds. Cancelling the Deferred cancels the call (INTERRUPT where supported).
+        """
+        caller = RouterCaller()
+        caller.dealer = self
+        msg = message.Call(caller.request, procedure, args=list(args) or None,
+                           kwargs=dict(kwargs) or None,
+                           timeout=max(1, round(timeout * 1000)) if timeout else None)
+        self.call(caller, msg, Permission(call=True))  # type: ignore[arg-type]
+        return caller.deferred
 
     def _call_builtin(self, caller: RouterSession, msg: message.Call, builtin: Builtin) -> None:
         try:

@@ -50,7 +50,12 @@ class MemoryTransport:
         return not self._open
 
     def close(self) -> None:
-        """Close both ends; each handler's onClose runs on a later turn."""
+        """Close both ends; each handler's onClose runs on a later turn.
+
+        Like a socket, what the peer sent before the close still reaches it (an ABORT
+        followed by close is seen by the client); this end stops reading at once.
+        """
+        self._inbox.clear()
         for end in (self, self.peer):
             if end is not None and end._open:
                 end._open = False
@@ -68,7 +73,7 @@ class MemoryTransport:
 
     def _flush(self) -> None:
         self._flush_pending = False
-        while self._inbox and self._open:
+        while self._inbox:
             self._handler.onMessage(self._inbox.popleft())
 
     def _closed(self) -> None:

@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+# Each creates its own virtualenv and installs what it needs (Python and npm packages).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+CONFIG ?= crossbar-like.yaml
+
+.PHONY: run test install npm-deps bench clean
+
+$(BIN)/.installed: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# compat mode puts the checkout itself on sys.path, so `twistd` finds twisted/plugins/.
+	$(BIN)/pip install --quiet -e '.[test,dev]' --config-settings editable_mode=compat
+	touch $@
+
+install: $(BIN)/.installed
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+npm-deps: node_modules/.installed
+
+run: install npm-deps
+	$(BIN)/wampchat dev --config $(CONFIG)
+
+test: install npm-deps
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+bench: install npm-deps
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache

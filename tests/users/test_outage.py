@@ -1,0 +1,157 @@
+"""Database outages: Unavailable (never a driver error), cached users still served, pool recovery.
+
+Sockets are real (a proxy we stop, a closed port, an embedded server we stop);
+the reconnection backoff runs on a Clock, so each rebuild attempt happens when
+the test says and can be checked with the database still down.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from wampchat.dev.database import EmbeddedPostgres
+from wampchat.errors import Unavailable
+from wampchat.users.directory import UserDirectory
+from wampchat.users.migrate import run_migrations
+from wampchat.users.postgres import PoolState, PostgresUserStore, ResilientPool, reconnect_delay
+
+
+@dataclass(frozen=True)
+class Identity:
+    sub: str
+    email: str | None = None
+    preferred_username: str | None = None
+    roles: tuple[str, ...] = ("user",)
+
+
+def someone() -> Identity:
+    sub = f"kc-{uuid.uuid4()}"
+    return Identity(sub, f"{sub}@example.org", sub[:10])
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_backoff_doubles_up_to_the_maximum():
+    """Rebuild delays grow 0.5, 1, 2, ... and stop growing at the maximum."""
+    assert [reconnect_delay(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreachable_database_refuses_with_unavailable_and_keeps_retrying():
+    """A pool on a closed port is down, answers Unavailable, and retries on a growing backoff."""
+    clock = Clock()
+    pool = ResilientPool(_reactor(), f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
+                         size=3, clock=clock)
+    assert await pool.start() is False
+    assert pool.state() == PoolState(connected=0, total=3, available=False, failed_attempts=1)
+    with pytest.raises(Unavailable):
+        await PostgresUserStore(pool).find_by_keycloak_id("anyone")
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [0.5]
+    clock.advance(0.5)
+    assert await pool.when_settled() is False
+    assert pool.state().failed_attempts == 2
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [1.5]
+    pool.close()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_statement_is_cut_by_statement_timeout(users_database):
+    """A statement over statement_timeout fails with Unavailable; the pool stays up."""
+    pool = ResilientPool(_reactor(), users_database, size=1, statement_timeout_ms=50)
+    assert await pool.start()
+    try:
+        with pytest.raises(Unavailable):
+            await pool.run_query("SELECT pg_sleep(5)")
+        assert pool.state() == PoolState(connected=1, total=1, available=True, failed_attempts=0)
+        assert await pool.run_query("SELECT 1") == [(1,)]
+    finally:
+        pool.close()
+
+
+async def _outage_and_recovery(pool: ResilientPool, clock: Clock, take_down, bring_back) -> None:
+    """The shared scenario: known user, outage, a failed rebuild, recovery, new user."""
+    store = PostgresUserStore(pool)
+    directory = UserDirectory(store, clock, ttl=30)
+    known, newcomer = someone(), someone()
+    user = await directory.login(known)
+    assert pool.state().connected == pool.size
+
+    await take_down()
+    with pytest.raises(Unavailable):
+        await store.find_by_keycloak_id(known.sub)
+    assert pool.state().available is False
+
+    clock.advance(31)          # past the TTL, and past the first rebuild delay
+    assert await pool.when_settled() is False, "the database is still down"
+    assert pool.state().failed_attempts == 1
+    assert await directory.login(known) == user          # stale-if-error
+    with pytest.raises(Unavailable):
+        await directory.login(newcomer)
+
+    await bring_back()
+    clock.advance(reconnect_delay(1))
+    assert await pool.when_settled() is True
+    assert pool.state() == PoolState(pool.size, pool.size, True, 0)
+    assert (await directory.login(newcomer)).keycloak_id == newcomer.sub
+    await directory.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pool_recovers_after_the_network_drops(proxy, users_database):
+    """Connections reset and refused, then the database is back: the same pool serves again."""
+    clock = Clock()
+    pool = ResilientPool(_reactor(), proxy.dsn(users_database), size=3, clock=clock)
+    assert await pool.start()
+
+    async def bring_back():
+        proxy.start()
+
+    try:
+        await _outage_and_recovery(pool, clock, proxy.stop, bring_back)
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def own_server():
+    """An embedded PostgreSQL of this test's own, which it may stop and start."""
+    server = EmbeddedPostgres()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pool_recovers_after_the_server_restarts(own_server):
+    """The server shuts down (sessions terminated) and starts again: the pool reconnects."""
+    await run_migrations(_reactor(), own_server.dsn)
+    clock = Clock()
+    pool = ResilientPool(_reactor(), own_server.dsn, size=2, clock=clock)
+    assert await pool.start()
+
+    async def take_down():
+        own_server.stop()      # blocks the reactor for a moment, as a real outage would not
+
+    async def bring_back():
+        own_server.start()
+
+    try:
+        await _outage_and_recovery(pool, clock, take_down, bring_back)
+    finally:
+        pool.close()

@@ -1,0 +1,116 @@
+"""`wampchat run|dev|check-config|migrate`: the command line; the only place with the reactor."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
+                            globalLogBeginner, jsonFileLogObserver, textFileLogObserver)
+
+import wampchat
+from wampchat.config import ConfigError, load_config
+from wampchat.config_types import NodeConfig
+
+log = Logger()
+
+DEFAULT_CONFIG = os.environ.get("WAMPCHAT_CONFIG", "crossbar-like.yaml")
+
+
+def start_logging(level: str = "info", json_output: bool = False) -> None:
+    """Send twisted.logger events to stdout, as text (or JSON lines for log shippers)."""
+    observer = jsonFileLogObserver(sys.stdout) if json_output else textFileLogObserver(sys.stdout)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
+                                     redirectStandardIO=False)
+
+
+def build_runtime(config: NodeConfig, reactor, extra_resources=None):
+    """The node with its production dependencies (HTTP client for Keycloak, user store)."""
+    from wampchat.node import build_node
+    from wampchat.runtime import keycloak_factory_for
+
+    factory = keycloak_factory_for(config, reactor)
+    return build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources)
+
+
+def _load(path: str) -> NodeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"wampchat: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        print(f"wampchat: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    realms = ", ".join(realm.name for realm in config.realms)
+    transports = ", ".join(f"{t.type}@{t.endpoint.interface}:{t.endpoint.port}"
+                           for t in config.transports)
+    print(f"{args.config}: ok (realms: {realms}; transports: {transports})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    start_logging(args.log_level, args.log_json)
+    from twisted.internet import task
+
+    def main(reactor):
+        node = build_runtime(config, reactor)
+        reactor.addSystemEventTrigger("before", "shutdown", node.service.stopService)
+        node.service.startService()
+        return _until_stopped(reactor, node)
+
+    task.react(main)
+    return 0
+
+
+def _until_stopped(reactor, node):
+    """A Deferred that never fires: the node runs until SIGTERM/SIGINT stops the reactor.
+
+    If a transport cannot listen, the failure stops the process with exit code 1.
+    """
+    from twisted.internet import defer
+
+    def failed(failure):
+        print(f"wampchat: {failure.getErrorMessage()}", file=sys.stderr)
+        return failure
+
+    readiness = defer.gatherResults([t.ready for t in node.transports], consumeErrors=True)
+    readiness.addErrback(lambda f: failed(f.value.subFailure))
+    readiness.addCallback(lambda _: defer.Deferred())
+    return readiness
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="wampchat", description=wampchat.__doc__)
+    top.add_argument("--version", action="version", version=wampchat.__version__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    def with_config(sub):
+        sub.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                         help="node configuration (default: %(default)s)")
+        return sub
+
+    run = with_config(commands.add_parser("run", help="run a router node"))
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    run.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+    run.set_defaults(handler=cmd_run)
+    check = with_config(commands.add_parser("check-config", help="validate the configuration"))
+    check.set_defaults(handler=cmd_check_config)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Development helpers: the Keycloak-compatible issuer and the throwaway database."""

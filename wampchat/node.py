@@ -1,0 +1,157 @@
+"""build_node(config, reactor): the one place that creates a node's real I/O objects.
+
+A node is a Twisted MultiService: one service per listening transport, plus the
+in-process components. Stopping it (SIGTERM, Ctrl-C, twistd shutdown) says GOODBYE
+`wamp.close.system_shutdown` to every session before the listeners close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from wampchat import errors
+from wampchat.auth.factory import build_authenticators
+from wampchat.components import attach_component
+from wampchat.config_types import NodeConfig, TransportConfig
+from wampchat.metrics import Metrics
+from wampchat.router.realm import Realm
+from wampchat.router.session import RouterContext, install_refresh
+from wampchat.transport.web import listen
+
+log = Logger()
+
+# How long GOODBYEs get to leave the sockets before the listeners close at shutdown.
+SHUTDOWN_FLUSH = 0.3
+
+
+@dataclass
+class Node:
+    """What build_node made: the service to start, and handles for tests and the CLI."""
+
+    service: MultiService
+    realms: dict[str, Realm]
+    metrics: Metrics
+    transports: list["TransportService"] = field(default_factory=list)
+
+    def port_of(self, index: int = 0) -> int:
+        """The TCP port transport `index` listens on (after start)."""
+        return self.transports[index].port.getHost().port
+
+
+class TransportService(Service):
+    """Listens on one transport's endpoint while running."""
+
+    def __init__(self, reactor, config: TransportConfig, context: RouterContext,
+                 metrics: Metrics, extra_resources: dict[bytes, Any] | None = None) -> None:
+        self._reactor = reactor
+        self.config = config
+        self.context = context
+        self._metrics = metrics
+        self._extra_resources = extra_resources or {}
+        self.port = None
+        self.ready: defer.Deferred = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        d = listen(self._reactor, self.config, self.context, self._metrics,
+                   extra_resources=self._extra_resources)
+
+        def listening(port):
+            self.port = port
+            host = port.getHost()
+            log.info("{kind} transport listening on {interface}:{port}", kind=self.config.type,
+                     interface=host.host, port=host.port)
+            self.ready.callback(port)
+            return port
+
+        def failed(failure):
+            log.error("cannot listen on {interface}:{port}: {error}",
+                      interface=self.config.endpoint.interface, port=self.config.endpoint.port,
+                      error=failure.getErrorMessage())
+            self.ready.errback(failure)
+
+        d.addCallbacks(listening, failed)
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+class RouterService(MultiService):
+    """The node's root service: says GOODBYE to everyone before its children stop."""
+
+    def __init__(self, reactor, realms: dict[str, Realm]) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._realms = realms
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        count = 0
+        for realm in self._realms.values():
+            for session in list(realm.sessions.values()):
+                session.close_by_router(errors.CLOSE_SYSTEM_SHUTDOWN, "the router is shutting down")
+                count += 1
+        log.info("shutting down: said GOODBYE to {count} sessions", count=count)
+        if count:
+            yield task.deferLater(self._reactor, SHUTDOWN_FLUSH, lambda: None)
+        yield super().stopService()
+
+
+def build_realms(config: NodeConfig, reactor) -> dict[str, Realm]:
+    """One Realm per configured realm, with the router procedures installed."""
+    realms: dict[str, Realm] = {}
+    for realm_config in config.realms:
+        realm = Realm(realm_config, reactor, max_uri_length=config.limits.max_uri_length)
+        install_refresh(realm)
+        realms[realm.name] = realm
+    return realms
+
+
+def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = None,
+               extra_resources: dict[bytes, Any] | None = None) -> Node:
+    """Build every service of a node from parsed config; starts nothing.
+
+    keycloak_factory(KeycloakAuthConfig) -> authenticator serves `type: keycloak`
+    auth entries; extra_resources are mounted on web transports (the dev issuer).
+    """
+    realms = build_realms(config, reactor)
+    metrics = Metrics()
+    for realm in realms.values():
+        metrics.watch_realm(realm)
+    root = RouterService(reactor, realms)
+    node = Node(service=root, realms=realms, metrics=metrics)
+    for transport_config in config.transports:
+        authenticators = build_authenticators(transport_config.auth, realms, reactor,
+                                              keycloak_factory=keycloak_factory)
+        context = RouterContext(realms, authenticators, reactor, config.limits, observer=metrics)
+        service = TransportService(reactor, transport_config, context, metrics, extra_resources)
+        service.setServiceParent(root)
+        node.transports.append(service)
+    root.addService(ComponentsService(config, realms, reactor, metrics))
+    return node
+
+
+class ComponentsService(Service):
+    """Attaches the configured in-process components when the node starts."""
+
+    def __init__(self, config: NodeConfig, realms: dict[str, Realm], reactor, metrics) -> None:
+        self._config = config
+        self._realms = realms
+        self._reactor = reactor
+        self._metrics = metrics
+        self.sessions: list = []
+
+    def startService(self) -> None:
+        super().startService()
+        for settings in self._config.components:
+            self.sessions.append(attach_component(settings, self._realms, self._reactor,
+                                                  observer=self._metrics))
