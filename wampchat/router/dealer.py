@@ -166,7 +166,9 @@ class Dealer:
             return
         registration = self._registrations.get(msg.procedure, match)
         if registration is not None:
-            if session in registration.callees or invoke == "single" or registration.invoke == "single":
+            # WAMP: a single registration, or one this session already holds, exists;
+            # any other mismatch of policies (a new single included) is a conflict.
+            if session in registration.callees or registration.invoke == "single":
                 session.reply_error(msg, errors.PROCEDURE_ALREADY_EXISTS,
                                     f"{msg.procedure} ({match}) is already registered")
                 return

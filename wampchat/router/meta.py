@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 
 class MetaEvents:
-    """Publishes the meta events; cheap when nobody listens."""
+    """Publishes the meta events; cheap when nobody listens.
+
+    As in Crossbar, subscriptions and registrations on ``wamp.*`` URIs (the meta API
+    itself) cause no meta events.
+    """
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -29,6 +33,10 @@ class MetaEvents:
         if self._broker.has_subscribers(topic):
             self._broker.publish_internal(topic, list(args))
 
+    def _emit_about(self, uri: str, topic: str, *args: Any) -> None:
+        if not uri.startswith("wamp."):
+            self._emit(topic, *args)
+
     def session_joined(self, details: dict[str, Any]) -> None:
         self._emit("wamp.session.on_join", details)
 
@@ -36,28 +44,36 @@ class MetaEvents:
         self._emit("wamp.session.on_leave", session_id, authid, authrole)
 
     def subscription_created(self, session_id: int, subscription: Subscription) -> None:
-        self._emit("wamp.subscription.on_create", session_id, subscription.details())
+        self._emit_about(subscription.uri, "wamp.subscription.on_create",
+                         session_id, subscription.details())
 
     def subscribed(self, session_id: int, subscription: Subscription) -> None:
-        self._emit("wamp.subscription.on_subscribe", session_id, subscription.id)
+        self._emit_about(subscription.uri, "wamp.subscription.on_subscribe",
+                         session_id, subscription.id)
 
     def unsubscribed(self, session_id: int, subscription: Subscription) -> None:
-        self._emit("wamp.subscription.on_unsubscribe", session_id, subscription.id)
+        self._emit_about(subscription.uri, "wamp.subscription.on_unsubscribe",
+                         session_id, subscription.id)
 
     def subscription_deleted(self, session_id: int, subscription: Subscription) -> None:
-        self._emit("wamp.subscription.on_delete", session_id, subscription.id)
+        self._emit_about(subscription.uri, "wamp.subscription.on_delete",
+                         session_id, subscription.id)
 
     def registration_created(self, session_id: int, registration: Registration) -> None:
-        self._emit("wamp.registration.on_create", session_id, registration.details())
+        self._emit_about(registration.uri, "wamp.registration.on_create",
+                         session_id, registration.details())
 
     def registered(self, session_id: int, registration: Registration) -> None:
-        self._emit("wamp.registration.on_register", session_id, registration.id)
+        self._emit_about(registration.uri, "wamp.registration.on_register",
+                         session_id, registration.id)
 
     def unregistered(self, session_id: int, registration: Registration) -> None:
-        self._emit("wamp.registration.on_unregister", session_id, registration.id)
+        self._emit_about(registration.uri, "wamp.registration.on_unregister",
+                         session_id, registration.id)
 
     def registration_deleted(self, session_id: int, registration: Registration) -> None:
-        self._emit("wamp.registration.on_delete", session_id, registration.id)
+        self._emit_about(registration.uri, "wamp.registration.on_delete",
+                         session_id, registration.id)
 
 
 def _int_arg(args: list, index: int, name: str) -> int:

@@ -297,6 +297,11 @@ class RouterSession:
                             authextra=dict(msg.authextra or {}), roles=self._client_roles,
                             session_id=realm.new_session_id(), transport=self.info)
         self.state = State.AUTHENTICATING
+        # The HELLO came in time; from now on the authenticate timeout bounds the handshake
+        # (the authenticator's work and the client's answer to a CHALLENGE).
+        self._cancel_timer("hello")
+        self._start_timer("authenticate", self._context.limits.authenticate_timeout,
+                          self._handshake_timed_out)
         self._await_auth(authenticator.hello(self._hello))
 
     def _choose_authenticator(self, authmethods: list[str] | None) -> Authenticator | None:
@@ -312,7 +317,8 @@ class RouterSession:
         return None
 
     def _on_authenticate(self, msg: message.Authenticate) -> None:
-        self._cancel_timer("authenticate")
+        self._start_timer("authenticate", self._context.limits.authenticate_timeout,
+                          self._handshake_timed_out)
         self.state = State.AUTHENTICATING
         assert self._authenticator is not None and self._hello is not None
         self._await_auth(self._authenticator.authenticate(self._hello, msg.signature,
@@ -364,7 +370,7 @@ class RouterSession:
                          f"role {accept.authrole!r} is not allowed on realm {realm.name!r}",
                          "role_not_allowed")
             return
-        self._cancel_timer("hello")
+        self._cancel_timer("authenticate")
         self.realm = realm
         self.id = self._hello.session_id if self._hello.session_id not in realm.sessions \
             else realm.new_session_id()

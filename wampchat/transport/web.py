@@ -1,0 +1,145 @@
+"""The web transport (one port: / static, /ws, /healthz, /metrics) and listening.
+
+``build_site`` makes the twisted.web ``Site``; ``listen`` opens the TCP endpoint of
+any transport type (``web``, plain ``websocket`` at any path, ``rawsocket``).
+Extra resources (back-channel logout, the dev issuer) are mounted by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from autobahn.twisted.resource import WebSocketResource
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.logger import Logger
+from twisted.web import pages, resource, static
+from twisted.web.server import Site
+
+from wampchat.config_types import TransportConfig
+from wampchat.router.session import RouterContext
+from wampchat.transport.rawsocket import RouterRawSocketFactory
+from wampchat.transport.websocket import RouterWebSocketFactory
+
+log = Logger()
+
+PLACEHOLDER_PAGE = (b"<!doctype html><html><head><meta charset='utf-8'><title>wampchat</title>"
+                    b"</head><body><h1>wampchat</h1><p>The router is running. No web client "
+                    b"directory is configured.</p></body></html>")
+
+
+def _ok() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+class HealthResource(resource.Resource):
+    """GET /healthz: 200 {"status": "ok"} while health() says ok, else 503 with its answer."""
+
+    isLeaf = True
+
+    def __init__(self, health: Callable[[], dict[str, Any]] = _ok) -> None:
+        super().__init__()
+        self._health = health
+
+    def render_GET(self, request) -> bytes:
+        answer = self._health()
+        request.setResponseCode(200 if answer.get("status") == "ok" else 503)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return json.dumps(answer).encode("utf-8")
+
+
+class MetricsResource(resource.Resource):
+    """GET /metrics: the Prometheus text exposition of one registry."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self._registry)
+
+
+class WebDirectory(static.File):
+    """The web client's files; directories without an index are not listed."""
+
+    def directoryListing(self):
+        return pages.forbidden("Directory listing is disabled.")
+
+
+class Placeholder(resource.Resource):
+    """What / serves when no web directory exists: one small page."""
+
+    def getChild(self, path: bytes, request):
+        return self if path == b"" else pages.notFound()
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return PLACEHOLDER_PAGE
+
+
+def _registry_of(metrics: Any) -> CollectorRegistry:
+    # A wampchat.metrics.Metrics, or a bare CollectorRegistry.
+    return getattr(metrics, "registry", metrics)
+
+
+def build_site(context: RouterContext, transport_config: TransportConfig, metrics: Any,
+               health: Callable[[], dict[str, Any]] = _ok,
+               extra_resources: dict[bytes, Any] | None = None) -> Site:
+    """The Site of a `web` transport: / (web directory), /<ws_path>, /healthz, /metrics.
+
+    metrics is the node's ``Metrics`` (or a ``CollectorRegistry``); extra_resources
+    maps a first path segment to a resource (e.g. b"backchannel-logout").
+    """
+    directory = transport_config.web_directory
+    if directory and os.path.isdir(directory):
+        root: resource.Resource = WebDirectory(directory)
+    else:
+        if directory:
+            log.warn("web directory {directory} does not exist: serving a placeholder page",
+                     directory=directory)
+        root = Placeholder()
+    factory = RouterWebSocketFactory(context, transport_config.options,
+                                     transport_config.serializers)
+    root.putChild(transport_config.ws_path.strip("/").encode("utf-8"), WebSocketResource(factory))
+    root.putChild(b"healthz", HealthResource(health))
+    root.putChild(b"metrics", MetricsResource(_registry_of(metrics)))
+    for path, child in (extra_resources or {}).items():
+        root.putChild(path, child)
+    site = Site(root)
+    site.noisy = False
+    return site
+
+
+def build_factory(transport_config: TransportConfig, context: RouterContext, metrics: Any,
+                  extra_resources: dict[bytes, Any] | None = None,
+                  health: Callable[[], dict[str, Any]] = _ok) -> Any:
+    """The Twisted protocol factory for one transport of any type."""
+    kind = transport_config.type
+    if kind == "web":
+        return build_site(context, transport_config, metrics, health=health,
+                          extra_resources=extra_resources)
+    if kind == "websocket":
+        return RouterWebSocketFactory(context, transport_config.options,
+                                      transport_config.serializers)
+    if kind == "rawsocket":
+        return RouterRawSocketFactory(context, transport_config.serializers,
+                                      transport_config.max_message_size)
+    raise ValueError(f"unknown transport type {kind!r}; expected web, websocket or rawsocket")
+
+
+def listen(reactor: Any, transport_config: TransportConfig, context: RouterContext,
+           metrics: Any, extra_resources: dict[bytes, Any] | None = None,
+           health: Callable[[], dict[str, Any]] = _ok) -> Deferred:
+    """Listen on the transport's TCP endpoint; a Deferred of the IListeningPort."""
+    factory = build_factory(transport_config, context, metrics, extra_resources, health)
+    endpoint_config = transport_config.endpoint
+    endpoint_type = TCP6ServerEndpoint if ":" in endpoint_config.interface else TCP4ServerEndpoint
+    endpoint = endpoint_type(reactor, endpoint_config.port, interface=endpoint_config.interface)
+    return endpoint.listen(factory)
