@@ -30,10 +30,14 @@ def start_logging(level: str = "info", json_output: bool = False) -> None:
 def build_runtime(config: NodeConfig, reactor, extra_resources=None):
     """The node with its production dependencies (HTTP client for Keycloak, user store)."""
     from wampchat.node import build_node
-    from wampchat.runtime import keycloak_factory_for
+    from wampchat.runtime import keycloak_factory_for, user_services
 
-    factory = keycloak_factory_for(config, reactor)
-    return build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources)
+    users, services = user_services(config, reactor)
+    factory = keycloak_factory_for(config, reactor, users)
+    node = build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources)
+    for service in services:
+        service.setServiceParent(node.service)
+    return node
 
 
 def _load(path: str) -> NodeConfig:
@@ -88,6 +92,30 @@ def _until_stopped(reactor, node):
     return readiness
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    dsn = args.dsn or config.database.dsn
+    if not dsn:
+        print("wampchat: no database: set database.dsn, DATABASE_URL or --dsn", file=sys.stderr)
+        return 2
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    from wampchat.errors import AuthFailure
+    from wampchat.users.migrate import MigrationFailed, run_migrations
+
+    async def migrate(reactor):
+        try:
+            applied = await run_migrations(reactor, dsn)
+        except (AuthFailure, MigrationFailed) as exc:
+            print(f"wampchat: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+    task.react(lambda reactor: ensureDeferred(migrate(reactor)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="wampchat", description=wampchat.__doc__)
     top.add_argument("--version", action="version", version=wampchat.__version__)
@@ -104,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
     check = with_config(commands.add_parser("check-config", help="validate the configuration"))
     check.set_defaults(handler=cmd_check_config)
+    migrate = with_config(commands.add_parser("migrate", help="apply database migrations"))
+    migrate.add_argument("--dsn", help="PostgreSQL DSN (default: database.dsn of the config)")
+    migrate.set_defaults(handler=cmd_migrate)
     return top
 
 

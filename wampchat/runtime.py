@@ -1,6 +1,6 @@
 """Production dependencies of a node: the HTTP client for Keycloak and the user directory.
 
-Kept apart from node.py so tests can build nodes with fakes and cli.py/tap.py with
+Kept apart from node.py so tests can build nodes with fakes, and cli.py/tap.py with
 the real things.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from twisted.application.service import Service
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from wampchat.config_types import NodeConfig
@@ -30,3 +32,37 @@ def keycloak_factory_for(config: NodeConfig, reactor, users=None) -> Callable | 
 
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     return keycloak_factory(http, reactor, users)
+
+
+class MigrationService(Service):
+    """Applies missing migrations when the node starts (database.migrate_on_start)."""
+
+    def __init__(self, reactor, dsn: str) -> None:
+        self._reactor = reactor
+        self._dsn = dsn
+
+    def startService(self) -> None:
+        super().startService()
+        from wampchat.users.migrate import run_migrations
+
+        d = ensureDeferred(run_migrations(self._reactor, self._dsn))
+        d.addCallbacks(
+            lambda applied: log.info("database migrations applied: {applied}",
+                                     applied=applied or "none needed"),
+            lambda failure: log.error("database migrations failed: {error}",
+                                      error=failure.getErrorMessage()))
+
+
+def user_services(config: NodeConfig, reactor, dsn: str | None = None):
+    """(user directory, services to run) for the configured database, or (None, [])."""
+    chosen = dsn or config.database.dsn
+    if not chosen:
+        return None, []
+    from wampchat.users.directory import UserDirectory
+    from wampchat.users.postgres import PostgresUserStore, pool_from_config
+
+    pool = pool_from_config(reactor, config.database, dsn=chosen)
+    services: list[Service] = [pool]
+    if config.database.migrate_on_start:
+        services.insert(0, MigrationService(reactor, chosen))
+    return UserDirectory(PostgresUserStore(pool), reactor), services

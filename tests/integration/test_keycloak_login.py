@@ -1,0 +1,114 @@
+"""End to end: the shipped config, the dev issuer's tokens, JWKS over HTTP, users in PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.wamp import ApplicationSession
+from autobahn.twisted.websocket import WampWebSocketClientFactory
+from autobahn.wamp.types import ComponentConfig
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.web.resource import Resource
+
+from tests.integration.conftest import reactor, within
+from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
+from wampchat.cli import build_runtime
+from wampchat.config import load_config
+from wampchat.dev.issuer import DevIssuer
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TicketClient(ApplicationSession):
+    """Joins with ticket auth; `outcome` fires with ("welcome", details) or ("abort", details)."""
+
+    def __init__(self, config, token):
+        super().__init__(config)
+        self.token = token
+        self.outcome = Deferred()
+
+    def onConnect(self):
+        self.join(self.config.realm, ["ticket"])
+
+    def onChallenge(self, challenge):
+        return self.token
+
+    def onJoin(self, details):
+        self.outcome.callback(("welcome", details))
+        self.leave()
+
+    def onLeave(self, details):
+        if not self.outcome.called:
+            self.outcome.callback(("abort", details))
+        self.disconnect()
+
+
+@pytest.fixture
+def keycloak_node(users_database):  # noqa: F811 (pytest fixture injection)
+    """The shipped crossbar-like.yaml node, its own dev issuer mounted at /realms/wampchat."""
+    port = free_port()
+    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
+    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
+               "DATABASE_URL": users_database}
+    config = load_config("crossbar-like.yaml", environ=environ)
+    issuer = DevIssuer(issuer_url, reactor())
+    realms = Resource()
+    realms.putChild(b"wampchat", issuer.resource)
+    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
+    node.service.startService()
+    pytest_twisted.blockon(within(node.transports[0].ready))
+    yield port, issuer, node
+    pytest_twisted.blockon(node.service.stopService())
+
+
+async def login(port: int, token: str):
+    """(outcome, details) of one ticket login over a real WebSocket."""
+    client = TicketClient(ComponentConfig(realm="wampchat"), token)
+    factory = WampWebSocketClientFactory(lambda: client, url=f"ws://127.0.0.1:{port}/ws")
+    await TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(factory)
+    return await within(client.outcome, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_logs_in_with_a_keycloak_token_and_is_provisioned(keycloak_node):
+    """A dev-issuer token validates against the fetched JWKS; the WELCOME carries the new user row."""
+    port, issuer, node = keycloak_node
+    outcome, details = await login(port, issuer.mint("alice"))
+    assert outcome == "welcome", details
+    assert details.authid == "alice@example.com"
+    assert details.authrole == "user"
+    assert details.authmethod == "ticket"
+    assert details.authprovider == "keycloak"
+    extra = details.authextra
+    assert set(extra) == {"user_id", "keycloak_id", "email", "roles", "activity_status"}
+    assert isinstance(extra["user_id"], int) and extra["email"] == "alice@example.com"
+    again, details_again = await login(port, issuer.mint("alice"))
+    assert again == "welcome" and details_again.authextra["user_id"] == extra["user_id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_role_maps_to_admin(keycloak_node):
+    """A token with the Keycloak role admin gets authrole admin."""
+    port, issuer, node = keycloak_node
+    outcome, details = await login(port, issuer.mint("admin"))
+    assert outcome == "welcome" and details.authrole == "admin"
+
+
+@pytest_twisted.ensureDeferred
+async def test_expired_and_forged_tokens_are_refused(keycloak_node):
+    """Expired or wrongly signed tokens get ABORT wamp.error.authentication_failed naming the cause."""
+    port, issuer, node = keycloak_node
+    outcome, details = await login(port, issuer.mint("bob", exp=1000, iat=900))
+    assert outcome == "abort" and details.reason == "wamp.error.authentication_failed"
+    assert "expired" in details.message
+    forged = issuer.mint("bob")
+    header, payload, signature = forged.split(".")
+    outcome, details = await login(port, ".".join([header, payload, signature[::-1]]))
+    assert outcome == "abort" and details.reason == "wamp.error.authentication_failed"
