@@ -27,12 +27,15 @@ def start_logging(level: str = "info", json_output: bool = False) -> None:
                                      redirectStandardIO=False)
 
 
-def build_runtime(config: NodeConfig, reactor, extra_resources=None):
-    """The node with its production dependencies (HTTP client for Keycloak, user store)."""
+def build_runtime(config: NodeConfig, reactor, extra_resources=None, dsn: str | None = None):
+    """The node with its production dependencies (HTTP client for Keycloak, user store).
+
+    dsn overrides the configured database (`wampchat dev`'s embedded server).
+    """
     from wampchat.node import build_node
     from wampchat.runtime import keycloak_factory_for, user_services
 
-    users, services = user_services(config, reactor)
+    users, services = user_services(config, reactor, dsn=dsn)
     factory = keycloak_factory_for(config, reactor, users)
     node = build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources)
     for service in services:
@@ -92,6 +95,14 @@ def _until_stopped(reactor, node):
     return readiness
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from wampchat.dev.runner import run_dev
+
+    config = _load(args.config)
+    start_logging(args.log_level)
+    return run_dev(config, data_dir=args.data_dir)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(args.config)
     dsn = args.dsn or config.database.dsn
@@ -130,6 +141,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     run.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     run.set_defaults(handler=cmd_run)
+    dev = with_config(commands.add_parser(
+        "dev", help="everything on one machine: router, embedded PostgreSQL, dev issuer"))
+    dev.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    dev.add_argument("--data-dir", default=None,
+                     help="keep the embedded database here (default: a throwaway directory)")
+    dev.set_defaults(handler=cmd_dev)
     check = with_config(commands.add_parser("check-config", help="validate the configuration"))
     check.set_defaults(handler=cmd_check_config)
     migrate = with_config(commands.add_parser("migrate", help="apply database migrations"))
