@@ -71,7 +71,10 @@ def test_shipped_file_parses_with_defaults():
     assert ticket.keycloak.algorithms == ("RS256",)
     assert ticket.keycloak.role_mapping[-1] == RoleMappingRule(authrole="user", role=None)
     assert (wampcra.method, wampcra.type, wampcra.principals) == ("wampcra", "static", ())
-    assert config.components == ()
+    assert [(c.classname, c.realm, c.role) for c in config.components] == [
+        ("wampchat.services.chat.ChatService", "wampchat", "backend"),
+        ("wampchat.services.activity.ActivityService", "wampchat", "backend")]
+    assert config.components[0].extra == {"leave_grace": 3}
     assert config.database.dsn is None
     assert config.source == SHIPPED
 

@@ -223,6 +223,14 @@ class ResilientPool(Service):
 
     async def _run(self, call: Callable[[ConnectionPool], Deferred]):
         pool = self._pool
+        if pool is None and self._building is not None:
+            # Connecting (start-up or a reconnect): wait for that attempt, bounded, so
+            # logins arriving just before the pool is up are not refused.
+            try:
+                await within(self.when_settled(), self._query_timeout, self._clock)
+            except DeadlineExceeded:
+                raise Unavailable("the user database did not answer in time") from None
+            pool = self._pool
         if pool is None:
             raise Unavailable("the user database is unavailable")
         try:

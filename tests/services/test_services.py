@@ -1,0 +1,305 @@
+"""End to end: the shipped config's chat and activity services, dev-issuer users over WebSocket."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.wamp import ApplicationSession
+from autobahn.twisted.websocket import WampWebSocketClientFactory
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import ComponentConfig, PublishOptions, SubscribeOptions
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.web.resource import Resource
+
+from tests.integration.conftest import reactor, within
+from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
+from wampchat.cli import build_runtime
+from wampchat.config import load_config
+from wampchat.dev.issuer import DevIssuer
+
+GRACE = 0.2
+QUIET = 0.6         # seconds a client must see nothing more (> GRACE)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def sleep(seconds: float) -> Deferred:
+    return task.deferLater(reactor(), seconds, lambda: None)
+
+
+class ChatClient(ApplicationSession):
+    """A ticket-authenticated user; every event on its subscriptions goes to `events`."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(ComponentConfig(realm="wampchat"))
+        self.token = token
+        self.joined: Deferred = Deferred()
+        self.disconnected: Deferred = Deferred()
+        self.events: DeferredQueue = DeferredQueue()    # (topic, kwargs, details)
+
+    def onConnect(self):
+        self.join(self.config.realm, ["ticket"])
+
+    def onChallenge(self, challenge):
+        return self.token
+
+    def onJoin(self, details):
+        self.details = details
+        self.joined.callback(details)
+
+    def onLeave(self, details):
+        if not self.joined.called:
+            self.joined.errback(RuntimeError(f"not welcomed: {details.reason} {details.message}"))
+        self.disconnect()
+
+    def onDisconnect(self):
+        if not self.disconnected.called:
+            self.disconnected.callback(None)
+
+    async def listen(self, topic: str) -> None:
+        def on_event(*args, details=None, **kwargs):
+            self.events.put((topic, kwargs, details))
+        await self.subscribe(on_event, topic, options=SubscribeOptions(details_arg="details"))
+
+    async def next(self) -> tuple[str, dict, object]:
+        return await within(self.events.get(), 5)
+
+    async def texts(self, count: int) -> list[tuple[str, str, str]]:
+        """The next count events as (topic, from/authid, message)."""
+        found = []
+        for _ in range(count):
+            topic, kwargs, details = await self.next()
+            sender = kwargs.get("from") if details.publisher_authrole == "backend" else details.publisher_authid
+            found.append((topic, sender, kwargs.get("message", kwargs.get("status"))))
+        return found
+
+    async def quiet(self) -> None:
+        await sleep(QUIET)
+        assert not self.events.pending, self.events.pending
+
+
+class Chat:
+    """The node and the clients of one test."""
+
+    def __init__(self, port: int, issuer: DevIssuer) -> None:
+        self.port = port
+        self.issuer = issuer
+        self.clients: list[ChatClient] = []
+
+    async def connect(self, username: str, topics=("chat.main",)) -> ChatClient:
+        client = ChatClient(self.issuer.mint(username))
+        self.clients.append(client)
+        factory = WampWebSocketClientFactory(lambda: client, url=f"ws://127.0.0.1:{self.port}/ws")
+        await TCP4ClientEndpoint(reactor(), "127.0.0.1", self.port, timeout=5).connect(factory)
+        await within(client.joined, 10)
+        await self._services_ready(client)
+        for topic in topics:
+            await client.listen(topic)
+        return client
+
+    async def _services_ready(self, client: ChatClient) -> None:
+        for _ in range(100):
+            try:
+                await client.call("rpc.activity.list")
+                await client.call("chat.history", "chat.main")
+                return
+            except ApplicationError as exc:
+                if exc.error != "wamp.error.no_such_procedure":
+                    raise
+                await sleep(0.05)
+        raise TimeoutError("services did not register")
+
+    async def close(self) -> None:
+        for client in self.clients:
+            if client.is_attached():
+                client.leave()
+            elif client.is_connected():
+                client.disconnect()
+        for client in self.clients:
+            try:
+                await within(client.disconnected, 2)
+            except Exception:
+                pass
+
+
+async def database_ready(node) -> None:
+    """Wait (bounded) until the user database pool is connected: logins need it."""
+    pools = [service for service in node.service if hasattr(service, "state")]
+    assert pools
+    for _ in range(200):
+        if all(pool.state().available for pool in pools):
+            return
+        await sleep(0.05)
+    raise TimeoutError("the user database pool did not connect")
+
+
+@pytest.fixture
+def chat(users_database):  # noqa: F811 (pytest fixture injection)
+    """The shipped crossbar-like.yaml with leave_grace GRACE, its own dev issuer."""
+    port = free_port()
+    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
+    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
+               "DATABASE_URL": users_database}
+    config = load_config("crossbar-like.yaml", environ=environ)
+    classnames = [c.classname for c in config.components]
+    assert classnames == ["wampchat.services.chat.ChatService",
+                          "wampchat.services.activity.ActivityService"]
+    components = tuple(dataclasses.replace(c, extra={**c.extra, "leave_grace": GRACE})
+                       if c.classname.endswith("ChatService") else c for c in config.components)
+    config = dataclasses.replace(config, components=components)
+    issuer = DevIssuer(issuer_url, reactor())
+    realms = Resource()
+    realms.putChild(b"wampchat", issuer.resource)
+    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
+    node.service.startService()
+    pytest_twisted.blockon(within(node.transports[0].ready))
+    pytest_twisted.blockon(Deferred.fromCoroutine(database_ready(node)))
+    session = Chat(port, issuer)
+    yield session
+    pytest_twisted.blockon(Deferred.fromCoroutine(session.close()))
+    pytest_twisted.blockon(node.service.stopService())
+
+
+A, B = "alice@example.com", "bob@example.com"
+
+
+@pytest_twisted.ensureDeferred
+async def test_welcome_joined_left_sequence(chat):
+    alice = await chat.connect("alice")
+    assert await alice.texts(1) == [("chat.main", "System", f"Welcome {A}")]
+    bob = await chat.connect("bob")
+    assert await bob.texts(1) == [("chat.main", "System", f"Welcome {B}")]
+    assert await alice.texts(1) == [("chat.main", "System", f"{B} has joined the chat.")]
+    bob.leave()
+    assert await alice.texts(1) == [("chat.main", "System", f"{B} has left the chat.")]
+    await alice.quiet()
+    await bob.quiet()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_within_grace_is_not_announced(chat):
+    alice = await chat.connect("alice")
+    bob = await chat.connect("bob")
+    await alice.texts(2)
+    await bob.texts(1)
+    bob.leave()
+    await within(bob.disconnected)
+    bob_again = await chat.connect("bob")
+    assert await bob_again.texts(1) == [("chat.main", "System", f"Welcome {B}")]
+    await alice.quiet()
+    # a second tab of a present user is welcomed but not announced either
+    bob_tab = await chat.connect("bob")
+    assert await bob_tab.texts(1) == [("chat.main", "System", f"Welcome {B}")]
+    await alice.quiet()
+    await bob_again.quiet()
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_status_valid_and_invalid(chat):
+    alice = await chat.connect("alice", topics=("chat.main", "activity.on_status"))
+    bob = await chat.connect("bob", topics=("chat.main", "activity.on_status"))
+    await alice.texts(2)
+    await bob.texts(1)
+    result = await bob.call("rpc.activity.set_status", "away")
+    assert result == {"status": "ok", "new_status": "away"}
+    seen = sorted(await alice.texts(2))
+    assert seen == [("activity.on_status", None, "away"), ("chat.main", "System", f"{B} is now away")]
+    with pytest.raises(ApplicationError) as refused:
+        await bob.call("rpc.activity.set_status", "sleeping")
+    assert refused.value.error == "wampchat.error.invalid_status"
+    listing = await alice.call("rpc.activity.list")
+    assert {entry["authid"]: entry["status"] for entry in listing} == {A: "online", B: "away"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_status_names_session_and_authid(chat):
+    alice = await chat.connect("alice", topics=("activity.on_status",))
+    bob = await chat.connect("bob", topics=())
+    await bob.call("rpc.activity.set_status", "busy")
+    topic, kwargs, details = await alice.next()
+    assert kwargs == {"authid": B, "session": bob.details.session, "status": "busy"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_counts_two_tabs_of_one_user(chat):
+    await chat.connect("alice", topics=())
+    await chat.connect("alice", topics=())
+    bob = await chat.connect("bob", topics=())
+    listing = await bob.call("rpc.activity.list")
+    assert sorted(listing, key=lambda e: e["authid"]) == [
+        {"authid": A, "status": "online", "sessions": 2},
+        {"authid": B, "status": "online", "sessions": 1}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_abrupt_disconnect_is_left_and_offline(chat):
+    alice = await chat.connect("alice", topics=("chat.main", "activity.on_status"))
+    bob = await chat.connect("bob")
+    await alice.texts(2)
+    bob_session = bob.details.session
+    bob._transport.transport.abortConnection()      # no GOODBYE
+    events = {}
+    for _ in range(2):
+        topic, kwargs, details = await alice.next()
+        events[topic] = kwargs
+    assert events == {"chat.main": {"from": "System", "message": f"{B} has left the chat."},
+                      "activity.on_status": {"authid": B, "session": bob_session, "status": "offline"}}
+    assert [e["authid"] for e in await alice.call("rpc.activity.list")] == [A]
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_spoofing_system_is_disclosed_as_user(chat):
+    alice = await chat.connect("alice")
+    bob = await chat.connect("bob")
+    await alice.texts(2)
+    await bob.texts(1)
+    await bob.publish("chat.main", options=PublishOptions(acknowledge=True),
+                      **{"from": "System", "message": "alice has left the chat."})
+    topic, kwargs, details = await alice.next()
+    assert kwargs["from"] == "System"
+    assert details.publisher_authrole == "user" and details.publisher_authid == B
+    assert details.publisher == bob.details.session
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_admin_refused_for_user_allowed_for_admin(chat):
+    bob = await chat.connect("bob", topics=())
+    for attempt in (bob.subscribe(lambda *a, **k: None, "chat.admin"),
+                    bob.publish("chat.admin", options=PublishOptions(acknowledge=True), message="hi"),
+                    bob.call("chat.history", "chat.admin")):
+        with pytest.raises(ApplicationError) as refused:
+            await attempt
+        assert refused.value.error == "wamp.error.not_authorized"
+    admin = await chat.connect("admin", topics=("chat.admin",))
+    await admin.publish("chat.admin", options=PublishOptions(acknowledge=True, exclude_me=False),
+                        message="admins only")
+    topic, kwargs, details = await admin.next()
+    assert kwargs == {"message": "admins only"} and details.publisher_authrole == "admin"
+    history = await admin.call("chat.history", "chat.admin")
+    assert [m["message"] for m in history] == ["admins only"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_returns_earlier_messages(chat):
+    alice = await chat.connect("alice", topics=())
+    for n in range(5):
+        await alice.publish("chat.main", options=PublishOptions(acknowledge=True), message=f"m{n}")
+    bob = await chat.connect("bob", topics=())
+    history = []
+    for _ in range(50):         # the service records on a later turn
+        history = await bob.call("chat.history", "chat.main")
+        if len(history) == 5:
+            break
+        await sleep(0.05)
+    assert [(m["from"], m["message"]) for m in history] == [(A, f"m{n}") for n in range(5)]
+    page = await bob.call("chat.history", "chat.main", limit=2, before=history[3]["id"])
+    assert [m["message"] for m in page] == ["m1", "m2"]

@@ -1,0 +1,152 @@
+"""ChatService: welcome / joined / left on chat.main, and chat.history.
+
+Presence comes from the meta API: wamp.subscription.on_subscribe / on_unsubscribe and
+wamp.session.on_leave, with wamp.subscription.lookup and wamp.session.get to learn
+which session subscribed to chat.main and its authid. Join and leave are per user
+(authid): a user's first session announces "joined"; the last one gone, and not back
+within leave_grace seconds, announces "left".
+
+History is kept in memory for the life of this session (the last `history_size`
+publications per topic, from users and admins only); PostgreSQL storage is a follow-up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallDetails, RegisterOptions, SubscribeOptions
+from twisted.logger import Logger
+
+from wampchat.services.base import CHAT_MAIN, ServiceSession
+
+log = Logger()
+
+CHAT_ADMIN = "chat.admin"
+READABLE = {"user": (CHAT_MAIN,), "admin": (CHAT_MAIN, CHAT_ADMIN),
+            "backend": (CHAT_MAIN, CHAT_ADMIN)}
+DEFAULT_LEAVE_GRACE = 3.0
+DEFAULT_HISTORY_SIZE = 500
+MAX_HISTORY_PAGE = 500
+
+
+class ChatService(ServiceSession):
+    """Presence announcements and history for the chat topics."""
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.leave_grace = float(self.settings.get("leave_grace", DEFAULT_LEAVE_GRACE))
+        size = int(self.settings.get("history_size", DEFAULT_HISTORY_SIZE))
+        self.history: dict[str, deque] = {topic: deque(maxlen=size) for topic in READABLE["admin"]}
+        self._next_id = 1
+        self._main_subscription: int | None = None
+        self._authid_of: dict[int, str] = {}            # chat.main subscriber session -> authid
+        self._sessions_of: dict[str, set[int]] = {}     # authid -> its chat.main sessions
+        self._leaving: dict[str, Any] = {}              # authid -> IDelayedCall announcing "left"
+        self._pending: set[int] = set()                 # on_subscribe seen, session.get in flight
+
+    async def onJoin(self, details) -> None:
+        await self.subscribe(self._on_subscribe, "wamp.subscription.on_subscribe")
+        await self.subscribe(self._on_unsubscribe, "wamp.subscription.on_unsubscribe")
+        await self.subscribe(self._on_session_leave, "wamp.session.on_leave")
+        for topic in READABLE["admin"]:
+            await self.subscribe(self._recorder(topic), topic,
+                                 options=SubscribeOptions(details_arg="details"))
+        self._main_subscription = await self.call("wamp.subscription.lookup", CHAT_MAIN)
+        await self.register(self.chat_history, "chat.history",
+                            options=RegisterOptions(details_arg="details"))
+        log.info("chat service ready (leave_grace {grace}s)", grace=self.leave_grace)
+
+    def onLeave(self, details) -> None:
+        for call in self._leaving.values():
+            if call.active():
+                call.cancel()
+        self._leaving.clear()
+        super().onLeave(details)
+
+    # -- presence -------------------------------------------------------------------------
+
+    async def _on_subscribe(self, session_id: int, subscription_id: int) -> None:
+        if subscription_id != self._main_subscription or session_id == self._session_id:
+            return
+        self._pending.add(session_id)
+        try:
+            info = await self.call("wamp.session.get", session_id)
+        except ApplicationError:
+            self._pending.discard(session_id)
+            return          # already gone
+        if session_id not in self._pending:
+            return          # left while we asked
+        self._pending.discard(session_id)
+        if info.get("authrole") == "backend" or session_id in self._authid_of:
+            return
+        self._arrived(session_id, info["authid"])
+
+    def _on_unsubscribe(self, session_id: int, subscription_id: int) -> None:
+        if subscription_id == self._main_subscription:
+            self._gone(session_id)
+
+    def _on_session_leave(self, session_id: int, *rest: Any) -> None:
+        self._gone(session_id)
+
+    def _arrived(self, session_id: int, authid: str) -> None:
+        self._authid_of[session_id] = authid
+        sessions = self._sessions_of.setdefault(authid, set())
+        first = not sessions and authid not in self._leaving
+        returning = self._leaving.pop(authid, None)
+        if returning is not None and returning.active():
+            returning.cancel()
+        sessions.add(session_id)
+        self.publish_system(CHAT_MAIN, f"Welcome {authid}", eligible=[session_id])
+        if first:
+            self.publish_system(CHAT_MAIN, f"{authid} has joined the chat.",
+                                exclude=sorted(sessions))
+
+    def _gone(self, session_id: int) -> None:
+        self._pending.discard(session_id)
+        authid = self._authid_of.pop(session_id, None)
+        if authid is None:
+            return
+        sessions = self._sessions_of.get(authid, set())
+        sessions.discard(session_id)
+        if not sessions and authid not in self._leaving:
+            self._leaving[authid] = self.clock.callLater(self.leave_grace, self._left, authid)
+
+    def _left(self, authid: str) -> None:
+        self._leaving.pop(authid, None)
+        if self._sessions_of.get(authid):
+            return
+        self._sessions_of.pop(authid, None)
+        if self.is_attached():
+            self.publish_system(CHAT_MAIN, f"{authid} has left the chat.")
+
+    # -- history --------------------------------------------------------------------------
+
+    def _recorder(self, topic: str):
+        def record(*args: Any, details=None, **kwargs: Any) -> None:
+            if details is None or details.publisher_authrole == "backend":
+                return
+            message = kwargs.get("message")
+            if not isinstance(message, str):
+                return
+            self.history[topic].append({
+                "id": self._next_id, "topic": topic, "from": details.publisher_authid,
+                "authrole": details.publisher_authrole, "message": message,
+                "time": self.clock.seconds()})
+            self._next_id += 1
+        return record
+
+    def chat_history(self, topic: str, limit: int = 50, before: int | None = None,
+                     details: CallDetails | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` messages of topic (older than message id `before`), oldest first."""
+        role = getattr(details, "caller_authrole", None)
+        if topic not in READABLE.get(role, ()):
+            raise ApplicationError(ApplicationError.NOT_AUTHORIZED,
+                                   f"role {role} may not read {topic}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "limit must be a positive integer")
+        if before is not None and (not isinstance(before, int) or isinstance(before, bool)):
+            raise ApplicationError(ApplicationError.INVALID_ARGUMENT, "before must be a message id")
+        messages = [m for m in self.history[topic] if before is None or m["id"] < before]
+        return [dict(m) for m in messages[-min(limit, MAX_HISTORY_PAGE):]]
