@@ -32,13 +32,18 @@ def build_runtime(config: NodeConfig, reactor, extra_resources=None, dsn: str | 
 
     dsn overrides the configured database (`wampchat dev`'s embedded server).
     """
+    from wampchat.metrics import Metrics
     from wampchat.node import build_node
     from wampchat.runtime import keycloak_factory_for, user_services
 
+    metrics = Metrics()
     users, services = user_services(config, reactor, dsn=dsn)
-    factory = keycloak_factory_for(config, reactor, users)
-    node = build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources)
+    factory = keycloak_factory_for(config, reactor, users, on_fetch=metrics.jwks_fetched)
+    node = build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources,
+                      metrics=metrics)
     for service in services:
+        if callable(getattr(service, "state", None)):      # the database pool
+            metrics.watch_pool(service.state)
         service.setServiceParent(node.service)
     return node
 

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from wampchat import errors
 from wampchat.auth.factory import build_authenticators
+from wampchat.auth.logout import logout_resource_for
 from wampchat.components import attach_component
 from wampchat.config_types import NodeConfig, TransportConfig
 from wampchat.metrics import Metrics
@@ -117,14 +118,17 @@ def build_realms(config: NodeConfig, reactor) -> dict[str, Realm]:
 
 
 def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = None,
-               extra_resources: dict[bytes, Any] | None = None) -> Node:
+               extra_resources: dict[bytes, Any] | None = None,
+               metrics: Metrics | None = None) -> Node:
     """Build every service of a node from parsed config; starts nothing.
 
     keycloak_factory(KeycloakAuthConfig) -> authenticator serves `type: keycloak`
     auth entries; extra_resources are mounted on web transports (the dev issuer).
+    Web transports with a keycloak entry also get /backchannel-logout when the
+    factory shares its key caches (KeycloakFactory.jwks_for).
     """
     realms = build_realms(config, reactor)
-    metrics = Metrics()
+    metrics = metrics if metrics is not None else Metrics()
     for realm in realms.values():
         metrics.watch_realm(realm)
     root = RouterService(reactor, realms)
@@ -133,9 +137,16 @@ def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = 
         authenticators = build_authenticators(transport_config.auth, realms, reactor,
                                               keycloak_factory=keycloak_factory)
         context = RouterContext(realms, authenticators, reactor, config.limits, observer=metrics)
-        service = TransportService(reactor, transport_config, context, metrics, extra_resources)
+        resources = dict(extra_resources or {})
+        if transport_config.type == "web":
+            logout = logout_resource_for(transport_config.auth, keycloak_factory, realms, reactor)
+            if logout is not None:
+                resources[b"backchannel-logout"] = logout
+        service = TransportService(reactor, transport_config, context, metrics, resources)
         service.setServiceParent(root)
         node.transports.append(service)
+    for cache in getattr(keycloak_factory, "caches", {}).values():
+        metrics.watch_jwks(cache)
     root.addService(ComponentsService(config, realms, reactor, metrics))
     return node
 

@@ -21,8 +21,12 @@ def uses_keycloak(config: NodeConfig) -> bool:
     return any(method.type == "keycloak" for t in config.transports for method in t.auth)
 
 
-def keycloak_factory_for(config: NodeConfig, reactor, users=None) -> Callable | None:
-    """A factory of Keycloak authenticators sharing one JWKS cache per issuer, or None."""
+def keycloak_factory_for(config: NodeConfig, reactor, users=None,
+                         on_fetch: Callable[[str], None] | None = None) -> Callable | None:
+    """A factory of Keycloak authenticators sharing one JWKS cache per issuer, or None.
+
+    on_fetch(outcome) is told of every JWKS fetch (Metrics.jwks_fetched).
+    """
     if not uses_keycloak(config):
         return None
     from treq.client import HTTPClient
@@ -31,7 +35,7 @@ def keycloak_factory_for(config: NodeConfig, reactor, users=None) -> Callable | 
     from wampchat.auth.keycloak import keycloak_factory
 
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
-    return keycloak_factory(http, reactor, users)
+    return keycloak_factory(http, reactor, users, on_fetch=on_fetch)
 
 
 class MigrationService(Service):
