@@ -1,4 +1,4 @@
-"""`wampchat run|dev|check-config|migrate`: the command line; the only place with the reactor."""
+"""`wampchat run|dev|check-config|migrate|component`: the command line (owns the reactor)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def build_runtime(config: NodeConfig, reactor, extra_resources=None, dsn: str | 
     users, services = user_services(config, reactor, dsn=dsn)
     factory = keycloak_factory_for(config, reactor, users, on_fetch=metrics.jwks_fetched)
     node = build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources,
-                      metrics=metrics)
+                      metrics=metrics, dsn=dsn)
     for service in services:
         if callable(getattr(service, "state", None)):      # the database pool
             metrics.watch_pool(service.state)
@@ -132,6 +132,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_component(args: argparse.Namespace) -> int:
+    from wampchat.component_runner import run as run_component
+
+    start_logging(args.log_level)
+    return run_component(args)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="wampchat", description=wampchat.__doc__)
     top.add_argument("--version", action="version", version=wampchat.__version__)
@@ -157,6 +164,17 @@ def parser() -> argparse.ArgumentParser:
     migrate = with_config(commands.add_parser("migrate", help="apply database migrations"))
     migrate.add_argument("--dsn", help="PostgreSQL DSN (default: database.dsn of the config)")
     migrate.set_defaults(handler=cmd_migrate)
+    component = commands.add_parser(
+        "component", help="run a service session (ApplicationSession class) out of process")
+    component.add_argument("classname", help="dotted path of the ApplicationSession subclass")
+    component.add_argument("--url", required=True, help="ws://host:port/ws or tcp://host:port")
+    component.add_argument("--realm", required=True)
+    component.add_argument("--extra", default=None, help="JSON object passed as config.extra")
+    component.add_argument("--token-url", default=None,
+                           help="token endpoint (default: $WAMPCHAT_TOKEN_URL)")
+    component.add_argument("--log-level", default="info",
+                           choices=["debug", "info", "warn", "error"])
+    component.set_defaults(handler=cmd_component)
     return top
 
 
