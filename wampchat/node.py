@@ -7,6 +7,7 @@ in-process components. Stopping it (SIGTERM, Ctrl-C, twistd shutdown) says GOODB
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -119,13 +120,14 @@ def build_realms(config: NodeConfig, reactor) -> dict[str, Realm]:
 
 def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = None,
                extra_resources: dict[bytes, Any] | None = None,
-               metrics: Metrics | None = None) -> Node:
+               metrics: Metrics | None = None, dsn: str | None = None) -> Node:
     """Build every service of a node from parsed config; starts nothing.
 
     keycloak_factory(KeycloakAuthConfig) -> authenticator serves `type: keycloak`
     auth entries; extra_resources are mounted on web transports (the dev issuer).
     Web transports with a keycloak entry also get /backchannel-logout when the
-    factory shares its key caches (KeycloakFactory.jwks_for).
+    factory shares its key caches (KeycloakFactory.jwks_for). In-process components
+    get the node's database (dsn, else database.dsn) as extra["dsn"] unless they set one.
     """
     realms = build_realms(config, reactor)
     metrics = metrics if metrics is not None else Metrics()
@@ -147,15 +149,18 @@ def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = 
         node.transports.append(service)
     for cache in getattr(keycloak_factory, "caches", {}).values():
         metrics.watch_jwks(cache)
-    root.addService(ComponentsService(config, realms, reactor, metrics))
+    root.addService(ComponentsService(config, realms, reactor, metrics,
+                                      dsn=dsn or config.database.dsn))
     return node
 
 
 class ComponentsService(Service):
     """Attaches the configured in-process components when the node starts."""
 
-    def __init__(self, config: NodeConfig, realms: dict[str, Realm], reactor, metrics) -> None:
+    def __init__(self, config: NodeConfig, realms: dict[str, Realm], reactor, metrics,
+                 dsn: str | None = None) -> None:
         self._config = config
+        self._dsn = dsn
         self._realms = realms
         self._reactor = reactor
         self._metrics = metrics
@@ -164,5 +169,7 @@ class ComponentsService(Service):
     def startService(self) -> None:
         super().startService()
         for settings in self._config.components:
+            if self._dsn and "dsn" not in settings.extra:
+                settings = dataclasses.replace(settings, extra={**settings.extra, "dsn": self._dsn})
             self.sessions.append(attach_component(settings, self._realms, self._reactor,
                                                   observer=self._metrics))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 
+import psycopg2
 import pytest
 import pytest_twisted
 from autobahn.twisted.wamp import ApplicationSession
@@ -142,6 +143,12 @@ async def database_ready(node) -> None:
     raise TimeoutError("the user database pool did not connect")
 
 
+def clear_history(dsn: str) -> None:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("TRUNCATE chat_messages")
+    connection.close()
+
+
 @pytest.fixture
 def chat(users_database):  # noqa: F811 (pytest fixture injection)
     """The shipped crossbar-like.yaml with leave_grace GRACE, its own dev issuer."""
@@ -149,6 +156,7 @@ def chat(users_database):  # noqa: F811 (pytest fixture injection)
     issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
     environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
                "DATABASE_URL": users_database}
+    clear_history(users_database)      # the database is shared by the session's tests
     config = load_config("crossbar-like.yaml", environ=environ)
     classnames = [c.classname for c in config.components]
     assert classnames == ["wampchat.services.chat.ChatService",
