@@ -34,13 +34,14 @@ def build_runtime(config: NodeConfig, reactor, extra_resources=None, dsn: str | 
     """
     from wampchat.metrics import Metrics
     from wampchat.node import build_node
-    from wampchat.runtime import keycloak_factory_for, user_services
+    from wampchat.runtime import MigrationService, keycloak_factory_for, user_services
 
     metrics = Metrics()
     users, services = user_services(config, reactor, dsn=dsn)
     factory = keycloak_factory_for(config, reactor, users, on_fetch=metrics.jwks_fetched)
+    migrations = next((s.done for s in services if isinstance(s, MigrationService)), None)
     node = build_node(config, reactor, keycloak_factory=factory, extra_resources=extra_resources,
-                      metrics=metrics, dsn=dsn)
+                      metrics=metrics, dsn=dsn, start_after=migrations)
     for service in services:
         if callable(getattr(service, "state", None)):      # the database pool
             metrics.watch_pool(service.state)

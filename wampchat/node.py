@@ -49,17 +49,29 @@ class TransportService(Service):
     """Listens on one transport's endpoint while running."""
 
     def __init__(self, reactor, config: TransportConfig, context: RouterContext,
-                 metrics: Metrics, extra_resources: dict[bytes, Any] | None = None) -> None:
+                 metrics: Metrics, extra_resources: dict[bytes, Any] | None = None,
+                 gate: defer.Deferred | None = None) -> None:
         self._reactor = reactor
         self.config = config
         self.context = context
         self._metrics = metrics
         self._extra_resources = extra_resources or {}
+        self._gate = gate          # fires when the node may take clients (migrations done)
         self.port = None
         self.ready: defer.Deferred = defer.Deferred()
 
     def startService(self) -> None:
         super().startService()
+        if self._gate is None:
+            self._listen()
+        else:
+            def open_when_ready(value):
+                if self.running:
+                    self._listen()
+                return value
+            self._gate.addCallback(open_when_ready)
+
+    def _listen(self) -> None:
         d = listen(self._reactor, self.config, self.context, self._metrics,
                    extra_resources=self._extra_resources)
 
@@ -120,11 +132,13 @@ def build_realms(config: NodeConfig, reactor) -> dict[str, Realm]:
 
 def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = None,
                extra_resources: dict[bytes, Any] | None = None,
-               metrics: Metrics | None = None, dsn: str | None = None) -> Node:
+               metrics: Metrics | None = None, dsn: str | None = None,
+               start_after: defer.Deferred | None = None) -> Node:
     """Build every service of a node from parsed config; starts nothing.
 
     keycloak_factory(KeycloakAuthConfig) -> authenticator serves `type: keycloak`
-    auth entries; extra_resources are mounted on web transports (the dev issuer).
+    auth entries; extra_resources are mounted on web transports (the dev issuer);
+    transports listen only once start_after (if given) has fired.
     Web transports with a keycloak entry also get /backchannel-logout when the
     factory shares its key caches (KeycloakFactory.jwks_for). In-process components
     get the node's database (dsn, else database.dsn) as extra["dsn"] unless they set one.
@@ -144,7 +158,8 @@ def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = 
             logout = logout_resource_for(transport_config.auth, keycloak_factory, realms, reactor)
             if logout is not None:
                 resources[b"backchannel-logout"] = logout
-        service = TransportService(reactor, transport_config, context, metrics, resources)
+        service = TransportService(reactor, transport_config, context, metrics, resources,
+                                   gate=start_after)
         service.setServiceParent(root)
         node.transports.append(service)
     for cache in getattr(keycloak_factory, "caches", {}).values():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from wampchat.config_types import NodeConfig
@@ -44,6 +44,10 @@ class MigrationService(Service):
     def __init__(self, reactor, dsn: str) -> None:
         self._reactor = reactor
         self._dsn = dsn
+        # Fires (never fails) once the attempt is over: transports open only then, so no
+        # login meets a half-migrated schema. A failure is logged; logins then get
+        # wampchat.error.unavailable until the database is fixed.
+        self.done: Deferred = Deferred()
 
     def startService(self) -> None:
         super().startService()
@@ -55,6 +59,7 @@ class MigrationService(Service):
                                      applied=applied or "none needed"),
             lambda failure: log.error("database migrations failed: {error}",
                                       error=failure.getErrorMessage()))
+        d.addBoth(lambda _: self.done.callback(None))
 
 
 def user_services(config: NodeConfig, reactor, dsn: str | None = None):

@@ -66,7 +66,7 @@ async def test_dev_serves_tokens_and_logins_and_stops_cleanly(dev_process):
     assert response.code == 200
     token = json.loads(await treq.content(response))["access_token"]
     outcome, details = await login(port, token)
-    assert outcome == "welcome", details
+    assert outcome == "welcome", (details.reason, details.message)
     assert details.authid == "alice@example.com" and isinstance(details.authextra["user_id"], int)
     proc.send_signal(signal.SIGTERM)
     for _ in range(100):

@@ -81,7 +81,7 @@ async def test_user_logs_in_with_a_keycloak_token_and_is_provisioned(keycloak_no
     """A dev-issuer token validates against the fetched JWKS; the WELCOME carries the new user row."""
     port, issuer, node = keycloak_node
     outcome, details = await login(port, issuer.mint("alice"))
-    assert outcome == "welcome", details
+    assert outcome == "welcome", (details.reason, details.message)
     assert details.authid == "alice@example.com"
     assert details.authrole == "user"
     assert details.authmethod == "ticket"
