@@ -34,7 +34,9 @@ def keycloak_factory_for(config: NodeConfig, reactor, users=None,
 
     from wampchat.auth.keycloak import keycloak_factory
 
-    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
+    # Fetches are rare (TTL, min_refresh_interval): a fresh connection each time avoids
+    # reusing one the issuer has already closed.
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
     return keycloak_factory(http, reactor, users, on_fetch=on_fetch)
 
 
