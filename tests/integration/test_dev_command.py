@@ -35,9 +35,14 @@ def dev_process(tmp_path):
         try:
             yield proc, port, log_path
         finally:
+            # SIGTERM first, so the embedded PostgreSQL is stopped too; SIGKILL as a last resort.
             if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
 
 
 async def _wait_healthy(proc, port: int, log_path: Path, timeout: float = 60.0) -> None:
