@@ -21,31 +21,24 @@ from typing import Any
 import treq
 import yaml
 from autobahn.twisted.rawsocket import WampRawSocketClientFactory
-from autobahn.twisted.wamp import ApplicationSession
 from autobahn.twisted.websocket import WampWebSocketClientFactory
 from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
-from autobahn.wamp.types import ComponentConfig
 from twisted.internet import protocol, task
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from tests.integration.conftest import REALM, WAIT, Client, reactor, within
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent            # the venv's bin/ (pytest runs from it)
 WAMPCHAT = str(BIN / "wampchat")
 TWISTD = str(BIN / "twistd")
 
-REALM = "test"
 PRINCIPALS = {"svc": {"ticket": "s3cret", "role": "backend"},
               "alice": {"ticket": "alice-pw", "role": "user"}}
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-WAIT = 5.0
 SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
-
-
-def reactor():
-    from twisted.internet import reactor as installed
-    return installed
 
 
 def free_port() -> int:
@@ -222,21 +215,13 @@ class RouterProcess:
 
 # -- clients ---------------------------------------------------------------------------------
 
-def within(d: Deferred, seconds: float = WAIT) -> Deferred:
-    return d.addTimeout(seconds, reactor())
+class TicketClient(Client):
+    """Joins REALM as `authid` with a static ticket; keeps the WELCOME's SessionDetails."""
 
-
-class TicketClient(ApplicationSession):
-    """Joins `realm` as `authid` with a static ticket; join/leave/disconnect as Deferreds."""
-
-    def __init__(self, authid: str, ticket: str, realm: str = REALM) -> None:
-        super().__init__(ComponentConfig(realm))
+    def __init__(self, authid: str, ticket: str) -> None:
+        super().__init__(["ticket"], ticket)
         self._authid = authid
-        self._ticket = ticket
         self.welcome = None
-        self.joined: Deferred = Deferred()
-        self.left: Deferred = Deferred()          # fires with CloseDetails
-        self.disconnected: Deferred = Deferred()
 
     def onConnect(self) -> None:
         self.join(self.config.realm, authmethods=["ticket"], authid=self._authid)
@@ -246,21 +231,8 @@ class TicketClient(ApplicationSession):
         return self._ticket
 
     def onJoin(self, details) -> None:
-        self.welcome = details                    # SessionDetails of the WELCOME
-        self.joined.callback(details)
-
-    def onLeave(self, details) -> None:
-        if not self.joined.called:
-            self.joined.errback(RuntimeError(f"not welcomed: {details.reason} {details.message}"))
-        if not self.left.called:
-            self.left.callback(details)
-        self.disconnect()
-
-    def onDisconnect(self) -> None:
-        if not self.joined.called:
-            self.joined.errback(RuntimeError("disconnected before WELCOME"))
-        if not self.disconnected.called:
-            self.disconnected.callback(None)
+        self.welcome = details
+        super().onJoin(details)
 
 
 class Clients:

@@ -17,14 +17,11 @@ from autobahn.twisted.websocket import WampWebSocketClientFactory
 from autobahn.wamp.types import ComponentConfig
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.web.resource import Resource
 
+from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
-from tests.integration.test_keycloak_login import free_port
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
 from wampchat import errors
-from wampchat.cli import build_runtime
-from wampchat.config import load_config
 from wampchat.dev.issuer import DevIssuer, stable_sub
 
 
@@ -57,20 +54,10 @@ class StayingClient(ApplicationSession):
 @pytest.fixture
 def keycloak_node(users_database):  # noqa: F811 (pytest fixture injection)
     """The shipped node with its dev issuer at /realms/wampchat; every client closed at the end."""
-    port = free_port()
-    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
-    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
-               "DATABASE_URL": users_database}
-    config = load_config("crossbar-like.yaml", environ=environ)
-    issuer = DevIssuer(issuer_url, reactor())
-    realms = Resource()
-    realms.putChild(b"wampchat", issuer.resource)
-    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
-    node.service.startService()
-    pytest_twisted.blockon(within(node.transports[0].ready))
+    port, issuer, node = start_dev_node(users_database)
     clients: list[StayingClient] = []
     yield port, issuer, node, clients
-    pytest_twisted.blockon(node.service.stopService())
+    stop_node(node)
     for client in clients:
         if client.left.called:
             continue

@@ -6,7 +6,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -16,17 +15,11 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import ComponentConfig
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.web.resource import Resource
 
+from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
-from tests.integration.processes import WAMPCHAT, free_port, sleep
+from tests.integration.processes import WAMPCHAT, sleep
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
-from wampchat.cli import build_runtime
-from wampchat.config import load_config
-from wampchat.dev.issuer import DevIssuer
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 CRA_SECRET = "cra-backend-secret"
 
@@ -34,20 +27,11 @@ CRA_SECRET = "cra-backend-secret"
 @pytest.fixture
 def bare_node(users_database):  # noqa: F811 (pytest fixture injection)
     """The shipped config without in-process components; the dev issuer mounted."""
-    port = free_port()
-    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
-    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
-               "DATABASE_URL": users_database, "WAMPCHAT_BACKEND_SECRET": CRA_SECRET}
-    config = load_config(str(ROOT / "crossbar-like.yaml"), environ=environ)
-    config = dataclasses.replace(config, components=())
-    issuer = DevIssuer(issuer_url, reactor())
-    realms = Resource()
-    realms.putChild(b"wampchat", issuer.resource)
-    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
-    node.service.startService()
-    pytest_twisted.blockon(within(node.transports[0].ready))
+    port, issuer, node = start_dev_node(
+        users_database, environ={"WAMPCHAT_BACKEND_SECRET": CRA_SECRET},
+        transform=lambda config: dataclasses.replace(config, components=()))
     yield port, issuer, node
-    pytest_twisted.blockon(node.service.stopService())
+    stop_node(node)
 
 
 @pytest.fixture(params=["service-account", "wampcra"])

@@ -15,14 +15,12 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
-from twisted.web.resource import Resource
 
+from tests.integration.dev_node import build_dev_node
 from tests.integration.conftest import reactor, within
-from tests.integration.test_keycloak_login import free_port, keycloak_node, login  # noqa: F401
+from tests.integration.test_keycloak_login import keycloak_node, login  # noqa: F401
 from tests.users.conftest import (no_logged_errors, postgres_server, proxy,  # noqa: F401
                                   users_database)
-from wampchat.cli import build_runtime
-from wampchat.config import load_config
 from wampchat.dev.issuer import DevIssuer
 
 UNAVAILABLE = "wampchat.error.unavailable"
@@ -125,16 +123,7 @@ async def test_known_user_reconnecting_does_not_write_per_login(keycloak_node, u
 
 def _node(dsn: str, issuer_url: str | None = None):
     """(port, issuer, node) of the shipped config on `dsn`; not started."""
-    port = free_port()
-    issuer_url = issuer_url or f"http://127.0.0.1:{port}/realms/wampchat"
-    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
-               "DATABASE_URL": dsn}
-    config = load_config("crossbar-like.yaml", environ=environ)
-    issuer = DevIssuer(issuer_url, reactor())
-    realms = Resource()
-    realms.putChild(b"wampchat", issuer.resource)
-    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
-    return port, issuer, node
+    return build_dev_node(dsn, issuer_url=issuer_url)
 
 
 @pytest_twisted.ensureDeferred

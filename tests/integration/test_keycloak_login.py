@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import pytest_twisted
 from autobahn.twisted.wamp import ApplicationSession
@@ -11,19 +9,10 @@ from autobahn.twisted.websocket import WampWebSocketClientFactory
 from autobahn.wamp.types import ComponentConfig
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.web.resource import Resource
 
 from tests.integration.conftest import reactor, within
+from tests.integration.dev_node import start_dev_node, stop_node
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
-from wampchat.cli import build_runtime
-from wampchat.config import load_config
-from wampchat.dev.issuer import DevIssuer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class TicketClient(ApplicationSession):
@@ -53,19 +42,9 @@ class TicketClient(ApplicationSession):
 @pytest.fixture
 def keycloak_node(users_database):  # noqa: F811 (pytest fixture injection)
     """The shipped crossbar-like.yaml node, its own dev issuer mounted at /realms/wampchat."""
-    port = free_port()
-    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
-    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
-               "DATABASE_URL": users_database}
-    config = load_config("crossbar-like.yaml", environ=environ)
-    issuer = DevIssuer(issuer_url, reactor())
-    realms = Resource()
-    realms.putChild(b"wampchat", issuer.resource)
-    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
-    node.service.startService()
-    pytest_twisted.blockon(within(node.transports[0].ready))
+    port, issuer, node = start_dev_node(users_database)
     yield port, issuer, node
-    pytest_twisted.blockon(node.service.stopService())
+    stop_node(node)
 
 
 async def login(port: int, token: str):

@@ -20,13 +20,11 @@ import pytest_twisted
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.web.resource import Resource
 
+from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
-from tests.integration.test_keycloak_login import free_port, login
+from tests.integration.test_keycloak_login import login
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
-from wampchat.cli import build_runtime
-from wampchat.config import load_config
 from wampchat.dev.issuer import DevIssuer
 
 FAILED = "wamp.error.authentication_failed"
@@ -38,12 +36,7 @@ ATTACKER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 @pytest.fixture(scope="module")
 def node(users_database):  # noqa: F811 (pytest fixture injection)
     """Like test_keycloak_login.keycloak_node, but one node for the module; JWKS GETs counted."""
-    port = free_port()
-    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
-    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
-               "DATABASE_URL": users_database}
-    config = load_config("crossbar-like.yaml", environ=environ)
-    issuer = DevIssuer(issuer_url, reactor())
+    port, issuer, runtime = start_dev_node(users_database)
     fetches = []
     serve_jwks = issuer.jwks
 
@@ -52,13 +45,8 @@ def node(users_database):  # noqa: F811 (pytest fixture injection)
         return serve_jwks()
 
     issuer.jwks = counted_jwks
-    realms = Resource()
-    realms.putChild(b"wampchat", issuer.resource)
-    runtime = build_runtime(config, reactor(), extra_resources={b"realms": realms})
-    runtime.service.startService()
-    pytest_twisted.blockon(within(runtime.transports[0].ready))
     yield port, issuer, fetches
-    pytest_twisted.blockon(runtime.service.stopService())
+    stop_node(runtime)
 
 
 # -- building tokens by hand ------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import psycopg2
 import pytest
@@ -12,14 +11,11 @@ from autobahn.wamp.types import ComponentConfig, PublishOptions
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.web.resource import Resource
 
+from tests.integration.dev_node import build_dev_node
 from tests.integration.conftest import reactor, within
-from tests.services.test_services import A, B, Chat, database_ready, free_port, sleep
+from tests.services.test_services import A, B, Chat, database_ready, sleep, with_leave_grace
 from tests.users.conftest import fresh_database, postgres_server  # noqa: F401 (fixtures)
-from wampchat.cli import build_runtime
-from wampchat.config import load_config
-from wampchat.dev.issuer import DevIssuer
 from wampchat.errors import Unavailable
 from wampchat.services.chat import ChatService
 from wampchat.services.history import HistoryWriter, insert_statement
@@ -129,17 +125,7 @@ def history_database(fresh_database):  # noqa: F811 (pytest fixture injection)
 
 
 def start_node(dsn: str):
-    port = free_port()
-    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
-    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url, "DATABASE_URL": dsn}
-    config = load_config("crossbar-like.yaml", environ=environ)
-    components = tuple(dataclasses.replace(c, extra={**c.extra, "leave_grace": 0.2})
-                       if c.classname.endswith("ChatService") else c for c in config.components)
-    config = dataclasses.replace(config, components=components)
-    issuer = DevIssuer(issuer_url, reactor())
-    realms = Resource()
-    realms.putChild(b"wampchat", issuer.resource)
-    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
+    port, issuer, node = build_dev_node(dsn, transform=with_leave_grace)
     node.service.startService()
     return node, Chat(port, issuer)
 

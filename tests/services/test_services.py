@@ -15,12 +15,10 @@ from autobahn.wamp.types import ComponentConfig, PublishOptions, SubscribeOption
 from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.web.resource import Resource
 
+from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
-from wampchat.cli import build_runtime
-from wampchat.config import load_config
 from wampchat.dev.issuer import DevIssuer
 
 GRACE = 0.2
@@ -143,6 +141,16 @@ async def database_ready(node) -> None:
     raise TimeoutError("the user database pool did not connect")
 
 
+def with_leave_grace(config):
+    """The shipped services, with the chat's leave_grace shortened to GRACE."""
+    classnames = [c.classname for c in config.components]
+    assert classnames == ["wampchat.services.chat.ChatService",
+                          "wampchat.services.activity.ActivityService"]
+    components = tuple(dataclasses.replace(c, extra={**c.extra, "leave_grace": GRACE})
+                       if c.classname.endswith("ChatService") else c for c in config.components)
+    return dataclasses.replace(config, components=components)
+
+
 def clear_history(dsn: str) -> None:
     with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
         cursor.execute("TRUNCATE chat_messages")
@@ -152,29 +160,13 @@ def clear_history(dsn: str) -> None:
 @pytest.fixture
 def chat(users_database):  # noqa: F811 (pytest fixture injection)
     """The shipped crossbar-like.yaml with leave_grace GRACE, its own dev issuer."""
-    port = free_port()
-    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
-    environ = {"WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer_url,
-               "DATABASE_URL": users_database}
     clear_history(users_database)      # the database is shared by the session's tests
-    config = load_config("crossbar-like.yaml", environ=environ)
-    classnames = [c.classname for c in config.components]
-    assert classnames == ["wampchat.services.chat.ChatService",
-                          "wampchat.services.activity.ActivityService"]
-    components = tuple(dataclasses.replace(c, extra={**c.extra, "leave_grace": GRACE})
-                       if c.classname.endswith("ChatService") else c for c in config.components)
-    config = dataclasses.replace(config, components=components)
-    issuer = DevIssuer(issuer_url, reactor())
-    realms = Resource()
-    realms.putChild(b"wampchat", issuer.resource)
-    node = build_runtime(config, reactor(), extra_resources={b"realms": realms})
-    node.service.startService()
-    pytest_twisted.blockon(within(node.transports[0].ready))
+    port, issuer, node = start_dev_node(users_database, transform=with_leave_grace)
     pytest_twisted.blockon(Deferred.fromCoroutine(database_ready(node)))
     session = Chat(port, issuer)
     yield session
     pytest_twisted.blockon(Deferred.fromCoroutine(session.close()))
-    pytest_twisted.blockon(node.service.stopService())
+    stop_node(node)
 
 
 A, B = "alice@example.com", "bob@example.com"

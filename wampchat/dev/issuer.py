@@ -406,9 +406,15 @@ def _realm_resource(issuer: DevIssuer) -> Resource:
     return realm
 
 
+def realms_resource(issuer: DevIssuer) -> Resource:
+    """The /realms resource holding this issuer at <realm>/: mount it on a site's root."""
+    realms = Resource()
+    realms.putChild(issuer.realm.encode("utf-8"), issuer.resource)
+    return realms
+
+
 def site_root(issuer: DevIssuer) -> Resource:
     """A root Resource with the realm at /realms/<realm>/ (for a standalone site or StubTreq)."""
-    root, realms = Resource(), Resource()
-    root.putChild(b"realms", realms)
-    realms.putChild(issuer.realm.encode("utf-8"), issuer.resource)
+    root = Resource()
+    root.putChild(b"realms", realms_resource(issuer))
     return root

@@ -11,11 +11,10 @@ import sys
 from urllib.parse import urlsplit
 
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 
 from wampchat.config_types import KeycloakAuthConfig, NodeConfig, TransportConfig
 from wampchat.dev.database import EmbeddedPostgres
-from wampchat.dev.issuer import DEMO_USERS, DevIssuer
+from wampchat.dev.issuer import DEMO_USERS, DevIssuer, realms_resource
 
 log = Logger()
 
@@ -85,9 +84,7 @@ def run_dev(config: NodeConfig, data_dir: str | None = None) -> int:
             issuer_url = served_issuer(config)
             if issuer_url is not None:
                 issuer = DevIssuer(issuer_url, reactor)
-                realms = Resource()
-                realms.putChild(issuer.realm.encode("utf-8"), issuer.resource)
-                extra[b"realms"] = realms
+                extra[b"realms"] = realms_resource(issuer)
             node = build_runtime(config, reactor, extra_resources=extra, dsn=dsn)
             reactor.addSystemEventTrigger("before", "shutdown", node.service.stopService)
             node.service.startService()
