@@ -264,8 +264,13 @@ def _known_role(roles: set, value: Any, path: str) -> str:
 
 _ALLOW = dict.fromkeys(("call", "register", "publish", "subscribe"), _boolean)
 _DISCLOSE = dict.fromkeys(("caller", "publisher"), _boolean)
-_LIMITS: dict[str, Parse] = {"outbound_buffer_bytes": _integer(1), "hello_timeout": _number,
-                             "authenticate_timeout": _number, "max_uri_length": _integer(1)}
+_LIMITS: dict[str, Parse] = {
+    "outbound_buffer_bytes": _integer(1), "hello_timeout": _number,
+    "authenticate_timeout": _number, "max_uri_length": _integer(1),
+    "max_connections": _integer(0), "max_connections_per_address": _integer(0),
+    "message_rate": _number, "message_burst": _integer(1),
+    "rate_exempt_roles": _items(_text(True), "a list of role names"),
+    "max_subscriptions_per_session": _integer(1), "max_registrations_per_session": _integer(1)}
 _DATABASE: dict[str, Parse] = {"dsn": _string, "pool_size": _integer(1),
                                "statement_timeout_ms": _integer(0), "migrate_on_start": _boolean}
 

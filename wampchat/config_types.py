@@ -148,6 +148,13 @@ class LimitsConfig:
     hello_timeout: float = 10.0
     authenticate_timeout: float = 30.0
     max_uri_length: int = 512
+    max_connections: int = 0                       # WAMP connections per node; 0: no limit
+    max_connections_per_address: int = 0           # per client IP; 0: no limit
+    message_rate: float = 0.0                      # requests/s per session (token bucket); 0: off
+    message_burst: int = 100                       # requests a session may send at once
+    rate_exempt_roles: tuple[str, ...] = ("backend",)
+    max_subscriptions_per_session: int = 1000
+    max_registrations_per_session: int = 1000
 
 
 @dataclass(frozen=True)

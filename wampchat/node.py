@@ -21,6 +21,7 @@ from wampchat.auth.logout import logout_resource_for
 from wampchat.components import attach_component
 from wampchat.config_types import NodeConfig, TransportConfig
 from wampchat.metrics import Metrics
+from wampchat.router.admission import Admission
 from wampchat.router.realm import Realm
 from wampchat.router.session import RouterContext, install_refresh
 from wampchat.transport.web import listen
@@ -124,7 +125,7 @@ def build_realms(config: NodeConfig, reactor) -> dict[str, Realm]:
     """One Realm per configured realm, with the router procedures installed."""
     realms: dict[str, Realm] = {}
     for realm_config in config.realms:
-        realm = Realm(realm_config, reactor, max_uri_length=config.limits.max_uri_length)
+        realm = Realm(realm_config, reactor, limits=config.limits)
         install_refresh(realm)
         realms[realm.name] = realm
     return realms
@@ -149,10 +150,13 @@ def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = 
         metrics.watch_realm(realm)
     root = RouterService(reactor, realms)
     node = Node(service=root, realms=realms, metrics=metrics)
+    admission = Admission(config.limits.max_connections,
+                          config.limits.max_connections_per_address)   # one for all transports
     for transport_config in config.transports:
         authenticators = build_authenticators(transport_config.auth, realms, reactor,
                                               keycloak_factory=keycloak_factory)
-        context = RouterContext(realms, authenticators, reactor, config.limits, observer=metrics)
+        context = RouterContext(realms, authenticators, reactor, config.limits, observer=metrics,
+                                admission=admission)
         resources = dict(extra_resources or {})
         if transport_config.type == "web":
             logout = logout_resource_for(transport_config.auth, keycloak_factory, realms, reactor)

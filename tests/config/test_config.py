@@ -337,3 +337,23 @@ def test_empty_dsn_is_none_and_invalid_yaml_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(str(path), environ={})
     assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_limits_parse_and_bad_limits_name_their_key():
+    shipped = load_config(SHIPPED, environ={}).limits
+    assert (shipped.message_rate, shipped.message_burst, shipped.rate_exempt_roles) == \
+        (50.0, 200, ("backend",))
+    assert (shipped.max_connections, shipped.max_connections_per_address) == (20000, 1000)
+    data = minimal()
+    data["limits"] = {"message_rate": "2.5", "rate_exempt_roles": ["backend", "admin"],
+                      "max_subscriptions_per_session": 10}
+    limits = parse_config(data, {}).limits
+    assert (limits.message_rate, limits.rate_exempt_roles, limits.max_subscriptions_per_session) \
+        == (2.5, ("backend", "admin"), 10)
+    for key, value, path in [("max_connections", -1, "limits.max_connections"),
+                             ("message_burst", 0, "limits.message_burst"),
+                             ("rate_exempt_roles", "backend", "limits.rate_exempt_roles"),
+                             ("rate_exempt_roles", [""], "limits.rate_exempt_roles[0]")]:
+        data = minimal()
+        data["limits"] = {key: value}
+        assert error_of(data).path == path, key

@@ -236,10 +236,12 @@ class RouterHarness:
                  seed: int = 0) -> None:
         self.clock = StepClock()
         self.authenticator = TicketTestAuthenticator()
-        self.realm = Realm(config, self.clock, rng=random.Random(seed), now_iso=self._now_iso)
+        limits = limits or LimitsConfig()
+        self.realm = Realm(config, self.clock, rng=random.Random(seed), now_iso=self._now_iso,
+                           limits=limits)
         install_refresh(self.realm)
         self.context = RouterContext({config.name: self.realm}, {"ticket": self.authenticator},
-                                     self.clock, limits or LimitsConfig())
+                                     self.clock, limits)
         self.sessions: list[RouterSession] = []
 
     def _now_iso(self) -> str:

@@ -50,6 +50,7 @@ class Broker:
         self._subscriptions: UriMap[Subscription] = UriMap()
         self._by_id: dict[int, Subscription] = {}                 # subscription id -> subscription
         self._by_session: dict[int, set[int]] = {}                # session id -> subscription ids
+        self.max_per_session = 1000                               # subscriptions one session may hold
         self.meta: MetaEvents | None = None
         self.delivered = 0                                        # events handed to transports
 
@@ -59,6 +60,12 @@ class Broker:
         """SUBSCRIBE (already authorized): join or create the subscription, reply SUBSCRIBED."""
         match = msg.match or "exact"
         subscription = self._subscriptions.get(msg.topic, match)
+        held = self._by_session.get(session.id)
+        if held is not None and len(held) >= self.max_per_session and (
+                subscription is None or session.id not in subscription.subscribers):
+            session.reply_error(msg, errors.LIMIT_EXCEEDED,
+                                f"at most {self.max_per_session} subscriptions per session")
+            return
         created = subscription is None
         if created:
             subscription = Subscription(msg.topic, match, self._now_iso())

@@ -149,6 +149,7 @@ class Dealer:
         self._registrations: UriMap[Registration] = UriMap()
         self._by_id: dict[int, Registration] = {}                 # registration id -> registration
         self._by_session: dict[int, set[int]] = {}                # session id -> registration ids
+        self.max_per_session = 1000                               # registrations one session may hold
         self._by_invocation: dict[tuple[int, int], CallInFlight] = {}  # (callee id, invocation id) -> call
         self._by_call: dict[tuple[int, int], CallInFlight] = {}   # (caller id, call request id) -> call
         self.builtins: dict[str, Builtin] = {}                    # procedure -> router function
@@ -163,6 +164,11 @@ class Dealer:
         if msg.procedure in self.builtins:
             session.reply_error(msg, errors.PROCEDURE_ALREADY_EXISTS,
                                 f"{msg.procedure} is provided by the router")
+            return
+        held = self._by_session.get(session.id)
+        if held is not None and len(held) >= self.max_per_session:
+            session.reply_error(msg, errors.LIMIT_EXCEEDED,
+                                f"at most {self.max_per_session} registrations per session")
             return
         registration = self._registrations.get(msg.procedure, match)
         if registration is not None:

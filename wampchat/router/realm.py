@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from wampchat import errors
-from wampchat.config_types import RealmConfig
+from wampchat.config_types import LimitsConfig, RealmConfig
 from wampchat.router import meta
 from wampchat.router.broker import Broker
 from wampchat.router.dealer import Builtin, Dealer
@@ -41,13 +41,16 @@ class Realm:
     def __init__(self, config: RealmConfig, clock: IReactorTime,
                  rng: random.Random | None = None,
                  now_iso: Callable[[], str] = utc_now_iso,
-                 max_uri_length: int = 512) -> None:
+                 limits: LimitsConfig | None = None) -> None:
+        limits = limits or LimitsConfig()
         self.name = config.name
         self.permissions = Permissions(config.roles)
         self.clock = clock
-        self.max_uri_length = max_uri_length
+        self.max_uri_length = limits.max_uri_length
         self.broker = Broker(self.permissions, clock, now_iso)
+        self.broker.max_per_session = limits.max_subscriptions_per_session
         self.dealer = Dealer(self.permissions, clock, now_iso, rng=rng)
+        self.dealer.max_per_session = limits.max_registrations_per_session
         self.meta_events = meta.MetaEvents(self.broker)
         self.broker.meta = self.meta_events
         self.dealer.meta = self.meta_events

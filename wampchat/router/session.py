@@ -24,6 +24,7 @@ from wampchat.auth.authenticator import Accept, Authenticator, Challenge, Hello,
 from wampchat.config_types import LimitsConfig
 from wampchat.errors import AuthFailure, RequestError
 from wampchat.router import features
+from wampchat.router.admission import Admission, TokenBucket
 from wampchat.router.ids import RequestIds
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ log = Logger()
 
 # After our GOODBYE, how long the peer gets to answer before the transport is closed.
 GOODBYE_GRACE = 2.0
+
+# Requests that spend a token of the session's rate limit. Answers (YIELD, ERROR) and
+# releases (UNSUBSCRIBE, UNREGISTER) never do: limiting them would only hurt others.
+RATED_REQUESTS = (message.Publish, message.Call, message.Subscribe, message.Register)
 
 
 class State(enum.Enum):
@@ -54,16 +59,23 @@ class SessionObserver:
 
 
 class RouterContext:
-    """What every session of one transport shares: realms, authenticators, clock, limits."""
+    """What every session of one transport shares: realms, authenticators, clock, limits.
+
+    admission is node-wide (shared by all transports' contexts); by default each
+    context gets its own, from limits.
+    """
 
     def __init__(self, realms: dict[str, Realm], authenticators: dict[str, Authenticator],
                  clock: IReactorTime, limits: LimitsConfig | None = None,
-                 observer: SessionObserver | None = None) -> None:
+                 observer: SessionObserver | None = None,
+                 admission: Admission | None = None) -> None:
         self.realms = realms                        # realm name -> Realm
         self.authenticators = authenticators        # authmethod -> authenticator
         self.clock = clock
         self.limits = limits or LimitsConfig()
         self.observer = observer or SessionObserver()
+        self.admission = admission or Admission(self.limits.max_connections,
+                                                self.limits.max_connections_per_address)
 
     def session(self, info: TransportInfo) -> RouterSession:
         """A new session for a connection described by info."""
@@ -89,6 +101,7 @@ class RouterSession:
         self._authenticator: Authenticator | None = None
         self._accept: Accept | None = None
         self._timers: dict[str, IDelayedCall] = {}  # purpose -> pending timer
+        self._rate: TokenBucket | None = None       # None: this session's role is not limited
         self.realm: Realm | None = None
         self.id = 0
         self.authid = ""
@@ -254,7 +267,11 @@ class RouterSession:
         state = self.state
         if state == State.WELCOMED:
             if self.realm is not None and self.realm.handles(msg):
-                self.realm.dispatch(self, msg)
+                if self._rate is not None and isinstance(msg, RATED_REQUESTS) \
+                        and not self._rate.take():
+                    self._rate_limited(msg)
+                else:
+                    self.realm.dispatch(self, msg)
             elif isinstance(msg, message.Goodbye):
                 self.send(message.Goodbye(errors.GOODBYE_AND_OUT))
                 self._detach()
@@ -385,8 +402,21 @@ class RouterSession:
         log.info("session {session_id} joined {realm} as {authid} ({authrole})",
                  session_id=self.id, realm=realm.name, authid=self.authid, authrole=self.authrole)
 
+    def _rate_limited(self, msg: Any) -> None:
+        """Over the message rate: ERROR for a request that expects an answer, else dropped."""
+        self.count_dropped("rate_limited")
+        self.reply_error(msg, errors.RATE_LIMITED,
+                         f"over the limit of {self._context.limits.message_rate:g} requests "
+                         "per second for this session")
+
     def _adopt(self, accept: Accept) -> None:
         self._accept = accept
+        limits = self._context.limits
+        if limits.message_rate > 0 and accept.authrole not in limits.rate_exempt_roles:
+            if self._rate is None or accept.authrole != self.authrole:
+                self._rate = TokenBucket(self._clock, limits.message_rate, limits.message_burst)
+        else:
+            self._rate = None
         self.authid = accept.authid
         self.authrole = accept.authrole
         self.authmethod = accept.authmethod

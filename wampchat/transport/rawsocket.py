@@ -18,13 +18,15 @@ from twisted.logger import Logger
 
 from wampchat.auth.authenticator import TransportInfo
 from wampchat.router.session import RouterContext
-from wampchat.transport.websocket import OutboundGuard, end_slow_consumer, shared_serializers
+from wampchat.transport.websocket import (OutboundGuard, end_slow_consumer, peer_address,
+                                          refuse_connection, shared_serializers)
 
 log = Logger()
 
 # RawSocket's handshake can announce a maximum from 2**9 to 2**24 bytes.
 MIN_MESSAGE_SIZE = 512
 MAX_MESSAGE_SIZE = 2 ** 24
+MAX_CONNECTIONS_REPLY = bytes((0x7F, 0x40, 0x00, 0x00))
 
 
 class RouterRawSocketProtocol(WampRawSocketServerProtocol):
@@ -34,6 +36,34 @@ class RouterRawSocketProtocol(WampRawSocketServerProtocol):
 
     _closing = False
     _guard: OutboundGuard | None = None
+    _slot: str | None = None        # the client address whose admission slot this holds
+
+    _refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        address = peer_address(self.transport)
+        refusal = self.factory.context.admission.acquire(address)
+        if refusal is not None:
+            self._refused = True
+            refuse_connection(self.factory.context, address, refusal)
+            # RawSocket's handshake error 4: "maximum connection count reached".
+            self.transport.write(MAX_CONNECTIONS_REPLY)
+            self.transport.loseConnection()
+            return
+        self._slot = address
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def connectionLost(self, reason) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            if self._slot is not None:
+                self.factory.context.admission.release(self._slot)
+                self._slot = None
 
     def _on_handshake_complete(self) -> None:
         """Serializer agreed: create the router session for this connection."""

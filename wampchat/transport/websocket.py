@@ -127,6 +127,18 @@ def end_slow_consumer(session: RouterSession) -> None:
                             "the client did not keep up with its messages")
 
 
+def peer_address(transport) -> str:
+    """The client's IP address (the admission limits count per address)."""
+    peer = transport.getPeer() if transport is not None else None
+    return str(getattr(peer, "host", None) or peer or "unknown")
+
+
+def refuse_connection(context: RouterContext, peer: str | None, refusal: str) -> None:
+    """Log and count a connection turned away by the admission limits."""
+    context.observer.login("refused", "connection_limit")
+    log.warn("connection from {peer} refused: {refusal}", peer=peer, refusal=refusal)
+
+
 class RouterWebSocketProtocol(WampWebSocketServerProtocol):
     """One WAMP-over-WebSocket connection to the router (Autobahn ITransport)."""
 
@@ -134,6 +146,15 @@ class RouterWebSocketProtocol(WampWebSocketServerProtocol):
 
     _info: TransportInfo | None = None
     _guard: OutboundGuard | None = None
+    _slot: str | None = None        # the client address whose admission slot this holds
+
+    def connectionLost(self, reason) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            if self._slot is not None:
+                self.factory.context.admission.release(self._slot)
+                self._slot = None
 
     def onConnect(self, request: ConnectionRequest) -> tuple[str, dict[str, str]]:
         """Pick the first WAMP subprotocol we speak; keep the peer and any bearer token."""
@@ -147,6 +168,11 @@ class RouterWebSocketProtocol(WampWebSocketServerProtocol):
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
                                  "this router speaks the WebSocket subprotocols "
                                  + ", ".join(self.factory.protocols))
+        refusal = self.factory.context.admission.acquire(peer_address(self.transport))
+        if refusal is not None:
+            refuse_connection(self.factory.context, self.peer, refusal)
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, refusal)
+        self._slot = peer_address(self.transport)
         self._info = TransportInfo(kind="websocket", peer=self.peer or str(request.peer),
                                    bearer_token=self._token_of(request),
                                    http_headers={name: value for name, value in request.headers.items()
