@@ -75,7 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import task
 
     def main(reactor):
+        from wampchat.reload import install_sighup
+
         node = build_runtime(config, reactor)
+        install_sighup(reactor, node.realms, args.config)
         reactor.addSystemEventTrigger("before", "shutdown", node.service.stopService)
         node.service.startService()
         return _until_stopped(reactor, node)

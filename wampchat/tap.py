@@ -29,4 +29,8 @@ def makeService(options: Options):
         config = load_config(options["config"])
     except (ConfigError, OSError) as exc:
         raise usage.UsageError(str(exc)) from None
-    return build_runtime(config, reactor).service
+    from wampchat.reload import install_sighup
+
+    node = build_runtime(config, reactor)
+    install_sighup(reactor, node.realms, options["config"])
+    return node.service

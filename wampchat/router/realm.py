@@ -99,6 +99,24 @@ class Realm:
         for observer in self.on_detach:
             observer(session)
 
+    def reload_permissions(self, config: RealmConfig) -> dict[str, int]:
+        """Adopt config's roles and permissions; sessions stay, what they may no longer hold goes.
+
+        A session whose role no longer exists is ended (GOODBYE wamp.close.killed).
+        """
+        permissions = Permissions(config.roles)
+        self.permissions = self.broker._permissions = self.dealer._permissions = permissions
+        report = {"roles": len(config.roles), "subscriptions": 0, "registrations": 0, "ended": 0}
+        for session in list(self.sessions.values()):
+            if not permissions.has_role(session.authrole):
+                session.close_by_router(errors.CLOSE_KILLED,
+                                        f"role {session.authrole!r} was removed from this realm")
+                report["ended"] += 1
+                continue
+            report["subscriptions"] += len(self.broker.remove_forbidden(session))
+            report["registrations"] += len(self.dealer.remove_forbidden(session))
+        return report
+
     def add_procedure(self, uri: str, procedure: Builtin) -> None:
         """Provide a router procedure (e.g. wampchat.session.refresh) on this realm."""
         self.dealer.builtins[uri] = procedure
