@@ -1,13 +1,14 @@
 """`wampchat component <dotted.ClassName>`: run a service session out of process.
 
 The same ApplicationSession class that runs in-process (``components`` in the node
-configuration) connects over WebSocket (``ws://…``) or RawSocket (``tcp://host:port``,
-``rs://host:port``) and authenticates as a backend, either
+configuration) connects over WebSocket (``ws://…``) or RawSocket (``rs://host:port`` or
+``tcp://host:port``, CBOR) and authenticates as a backend, either
 
 * with a Keycloak service-account token (client-credentials grant): WAMPCHAT_TOKEN_URL
   (or --token-url), WAMPCHAT_CLIENT_ID, WAMPCHAT_CLIENT_SECRET. The token is fetched
-  with treq before each connection (when the one held is close to expiry) and renewed
-  while joined by calling ``wampchat.session.refresh(token)`` before it expires; or
+  with treq before a connection when the one held is close to expiry or was refused
+  (ABORT), and renewed while joined by calling ``wampchat.session.refresh(token)``
+  before it expires; or
 * with WAMP-CRA: WAMPCHAT_BACKEND_AUTHID and WAMPCHAT_BACKEND_SECRET.
 
 autobahn.twisted.component.Component reconnects with backoff (max_retries=-1) when the
@@ -54,13 +55,16 @@ def transport_for(url: str, initial_retry_delay: float = 1.0,
     parts = urlsplit(url)
     if parts.scheme in ("ws", "wss"):
         return {"type": "websocket", "url": url, **retry}
-    if parts.scheme in ("tcp", "rs", "rss"):
+    if parts.scheme in ("tcp", "rs"):
         if not parts.hostname or not parts.port:
             raise SetupError(f"rawsocket URL needs host and port: {url!r}")
+        # RawSocket negotiates exactly one serializer in its handshake (autobahn wants
+        # `serializer`, singular, for it); CBOR is compact and every router serializer set has it.
         return {"type": "rawsocket", "url": f"rs://{parts.hostname}:{parts.port}",
                 "endpoint": {"type": "tcp", "host": parts.hostname, "port": parts.port},
-                "serializers": ["cbor", "msgpack", "json"], **retry}
-    raise SetupError(f"unsupported URL {url!r}: use ws://, wss:// or tcp://host:port")
+                "serializer": "cbor", **retry}
+    raise SetupError(f"unsupported URL {url!r}: use ws://, wss://, rs://host:port or "
+                     "tcp://host:port")
 
 
 class ServiceAccountTicket(AuthTicket):
@@ -98,6 +102,11 @@ class ServiceAccountTicket(AuthTicket):
 
     async def current(self) -> str:
         return self.token if self.fresh_enough() else await self.fetch()
+
+    def forget(self) -> None:
+        """The router refused the token (e.g. a restarted issuer with new keys): fetch anew."""
+        self.token = None
+        self.expires_at = 0.0
 
     def on_challenge(self, session, challenge):
         return ensureDeferred(self.current())
@@ -176,10 +185,24 @@ def authenticating(cls: type, authenticator: Any):
         session = cls(config)
         authid = authenticator._args.get("authid")
 
+        joined = []
+
         def on_connect():
             session.join(config.realm, authmethods=[authenticator.name], authid=authid)
 
+        def on_leave(session, details):
+            # ABORT before WELCOME: whatever credential we hold may be the cause, so the
+            # next attempt starts from a fresh one instead of repeating the refusal.
+            if not joined:
+                log.warn("router refused the session: {reason} {message}",
+                         reason=details.reason, message=details.message or "")
+                forget = getattr(authenticator, "forget", None)
+                if forget is not None:
+                    forget()
+
         session.onConnect = on_connect
+        session.on("join", lambda session, details: joined.append(True))
+        session.on("leave", on_leave)
         session.onChallenge = lambda challenge: authenticator.on_challenge(session, challenge)
         return session
     return create

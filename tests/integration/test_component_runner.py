@@ -1,4 +1,10 @@
-"""`wampchat component`: a service class run out of process with a service-account token."""
+"""`wampchat component`: a service class run out of process with a service-account token.
+
+Over WebSocket and RawSocket, with a service-account token or WAMP-CRA; and across a
+router restart (a new node on the same port, with a new development issuer whose key
+refuses the token the component held), after which it fetches a new token, joins
+again and re-registers.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -16,50 +23,101 @@ from autobahn.wamp.types import ComponentConfig
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.integration.dev_node import start_dev_node, stop_node
+from tests.integration.dev_node import SHIPPED_CONFIG, start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
-from tests.integration.processes import WAMPCHAT, sleep
+from tests.integration.processes import WAMPCHAT, free_port, sleep
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
+from wampchat.cli import build_runtime
+from wampchat.component_runner import SetupError, transport_for
+from wampchat.config import load_config
+from wampchat.config_types import Endpoint, TransportConfig
+from wampchat.dev.issuer import DevIssuer, realms_resource
 
 CRA_SECRET = "cra-backend-secret"
+ACTIVITY = "wampchat.services.activity.ActivityService"
+REGISTER_TRIES = 150            # x 0.2 s: up to ~30 s for a component to (re-)register
+
+
+def with_rawsocket(config):
+    """No in-process components; a RawSocket transport (free port) with the web's auth."""
+    web = config.transports[0]
+    raw = TransportConfig(type="rawsocket", endpoint=Endpoint("127.0.0.1", 0),
+                          serializers=("cbor", "msgpack", "json"), auth=web.auth)
+    return dataclasses.replace(config, components=(), transports=(web, raw))
 
 
 @pytest.fixture
 def bare_node(users_database):  # noqa: F811 (pytest fixture injection)
-    """The shipped config without in-process components; the dev issuer mounted."""
+    """The shipped config without in-process components, plus a RawSocket transport;
+    the dev issuer mounted."""
     port, issuer, node = start_dev_node(
-        users_database, environ={"WAMPCHAT_BACKEND_SECRET": CRA_SECRET},
-        transform=lambda config: dataclasses.replace(config, components=()))
+        users_database, environ={"WAMPCHAT_BACKEND_SECRET": CRA_SECRET}, transform=with_rawsocket)
+    pytest_twisted.blockon(within(node.transports[1].ready))
     yield port, issuer, node
     stop_node(node)
 
 
-@pytest.fixture(params=["service-account", "wampcra"])
+def service_account_env(issuer_url: str) -> dict[str, str]:
+    return {"WAMPCHAT_TOKEN_URL": f"{issuer_url}/protocol/openid-connect/token",
+            "WAMPCHAT_CLIENT_ID": "wampchat-backend",
+            "WAMPCHAT_CLIENT_SECRET": "wampchat-backend-secret"}
+
+
+class ComponentProcess:
+    """`wampchat component CLASS --url URL --realm wampchat` with its output in a file."""
+
+    def __init__(self, url: str, credentials: dict[str, str], directory: Path,
+                 classname: str = ACTIVITY) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("WAMPCHAT_") and k != "DATABASE_URL"}
+        env.update(PYTHONUNBUFFERED="1", **credentials)
+        self.log_path = directory / "component.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [WAMPCHAT, "component", classname, "--url", url, "--realm", "wampchat"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cwd=directory)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def stop(self) -> str:
+        """SIGTERM; it must exit 0 within 10 s without a traceback. Its output."""
+        self.proc.send_signal(signal.SIGTERM)
+        for _ in range(100):
+            if self.proc.poll() is not None:
+                break
+            await sleep(0.1)
+        output = self.output()
+        assert self.proc.returncode == 0, output
+        assert "Traceback" not in output, output
+        return output
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture(params=[("service-account", "ws"), ("wampcra", "ws"), ("service-account", "rs")],
+                ids=lambda p: "-".join(p))
 def component_process(request, bare_node, tmp_path):
-    """`wampchat component …ActivityService` against bare_node; killed at teardown."""
+    """`wampchat component …ActivityService` against bare_node over WebSocket or RawSocket."""
     port, issuer, node = bare_node
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("WAMPCHAT_") and k != "DATABASE_URL"}
-    env.update(PYTHONUNBUFFERED="1")
-    if request.param == "service-account":
-        env.update(WAMPCHAT_TOKEN_URL=f"{issuer.issuer}/protocol/openid-connect/token",
-                   WAMPCHAT_CLIENT_ID="wampchat-backend",
-                   WAMPCHAT_CLIENT_SECRET="wampchat-backend-secret")
+    method, transport = request.param
+    if method == "service-account":
+        credentials = service_account_env(issuer.issuer)
     else:
-        env.update(WAMPCHAT_BACKEND_AUTHID="chat-service", WAMPCHAT_BACKEND_SECRET=CRA_SECRET)
-    log_path = tmp_path / "component.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [WAMPCHAT, "component", "wampchat.services.activity.ActivityService",
-             "--url", f"ws://127.0.0.1:{port}/ws", "--realm", "wampchat"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=tmp_path)
-        try:
-            yield proc, port, issuer, log_path
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        credentials = {"WAMPCHAT_BACKEND_AUTHID": "chat-service",
+                       "WAMPCHAT_BACKEND_SECRET": CRA_SECRET}
+    url = (f"ws://127.0.0.1:{port}/ws" if transport == "ws"
+           else f"rs://127.0.0.1:{node.port_of(1)}")
+    component = ComponentProcess(url, credentials, tmp_path)
+    try:
+        yield component, port, issuer
+    finally:
+        component.kill()
 
 
 class User(ApplicationSession):
@@ -85,26 +143,37 @@ class User(ApplicationSession):
         self.disconnect()
 
 
-@pytest_twisted.ensureDeferred
-async def test_activity_service_runs_out_of_process_as_backend(component_process):
-    """The component joins as backend (service-account token or WAMP-CRA), serves set_status."""
-    proc, port, issuer, log_path = component_process
-    user = User(issuer.mint("alice"))
+async def connect_user(port: int, token: str) -> User:
+    user = User(token)
     factory = WampWebSocketClientFactory(lambda: user, url=f"ws://127.0.0.1:{port}/ws")
     await within(TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(factory))
     await within(user.joined, 10)
+    return user
+
+
+async def set_status_when_registered(user: User, component: ComponentProcess,
+                                     status: str = "away") -> dict:
+    """rpc.activity.set_status, retried (bounded) until the component has registered it."""
+    for _ in range(REGISTER_TRIES):
+        assert component.proc.poll() is None, component.output()
+        try:
+            return await within(user.call("rpc.activity.set_status", status))
+        except ApplicationError as exc:
+            if exc.error != "wamp.error.no_such_procedure":
+                raise
+        await sleep(0.2)
+    raise AssertionError(f"rpc.activity.set_status never registered:\n{component.output()}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_activity_service_runs_out_of_process_as_backend(component_process):
+    """The component joins as backend (service-account token or WAMP-CRA, over WebSocket or
+    RawSocket) and serves set_status and list."""
+    component, port, issuer = component_process
+    user = await connect_user(port, issuer.mint("alice"))
     try:
-        result = None
-        for _ in range(150):                    # up to ~30 s for the component to register
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                result = await within(user.call("rpc.activity.set_status", "away"))
-                break
-            except ApplicationError as exc:
-                if exc.error != "wamp.error.no_such_procedure":
-                    raise
-            await sleep(0.2)
-        assert result == {"status": "ok", "new_status": "away"}, log_path.read_text()
+        result = await set_status_when_registered(user, component)
+        assert result == {"status": "ok", "new_status": "away"}
         with pytest.raises(ApplicationError) as invalid:
             await within(user.call("rpc.activity.set_status", "sleeping"))
         assert invalid.value.error == "wampchat.error.invalid_status"
@@ -112,15 +181,81 @@ async def test_activity_service_runs_out_of_process_as_backend(component_process
         assert listed == [{"authid": "alice@example.com", "status": "away", "sessions": 1}]
     finally:
         user.leave()
-    proc.send_signal(signal.SIGTERM)
-    for _ in range(100):
-        if proc.poll() is not None:
-            break
-        await sleep(0.1)
-    output = log_path.read_text()
-    assert proc.returncode == 0, output
+    output = await component.stop()
     assert "joined wampchat as" in output and "(backend)" in output, output
-    assert "Traceback" not in output, output
+
+
+def test_rawsocket_urls():
+    for url in ("rs://127.0.0.1:9000", "tcp://127.0.0.1:9000"):
+        transport = transport_for(url)
+        assert transport["type"] == "rawsocket" and transport["serializer"] == "cbor"
+        assert transport["endpoint"] == {"type": "tcp", "host": "127.0.0.1", "port": 9000}
+    for bad in ("rs://127.0.0.1", "http://127.0.0.1:9000/ws", "rss://127.0.0.1:9000"):
+        with pytest.raises(SetupError):
+            transport_for(bad)
+
+
+def node_on_port(dsn: str, port: int, issuer: DevIssuer):
+    """The shipped config without components on port, issuer mounted; not started."""
+    config = load_config(str(SHIPPED_CONFIG), environ={
+        "WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer.issuer, "DATABASE_URL": dsn})
+    config = dataclasses.replace(config, components=())
+    return build_runtime(config, reactor(), extra_resources={b"realms": realms_resource(issuer)})
+
+
+@pytest_twisted.async_yield_fixture
+async def restartable(users_database, tmp_path):  # noqa: F811 (pytest fixture injection)
+    """Nodes made one after the other on one port; all stopped at teardown."""
+    port = free_port()
+    issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
+    nodes = []
+
+    async def start():
+        # A new issuer each time, as `wampchat dev` makes on every start: new signing key.
+        issuer = DevIssuer(issuer_url, reactor())
+        node = node_on_port(users_database, port, issuer)
+        nodes.append(node)
+        node.service.startService()
+        await within(node.transports[0].ready, 10)
+        return node, issuer
+
+    try:
+        yield port, start
+    finally:
+        for node in nodes:
+            if node.service.running:
+                await within(node.service.stopService(), 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_component_reconnects_and_reregisters_after_router_restart(restartable, tmp_path):
+    """Router stopped under a running component, a new one started on the same port with
+    a new issuer key: the component retries with backoff, its old token is refused, it
+    fetches a new one, joins again and re-registers; users' calls work again."""
+    port, start = restartable
+    node, issuer = await start()
+    component = ComponentProcess(f"ws://127.0.0.1:{port}/ws", service_account_env(issuer.issuer),
+                                 tmp_path)
+    try:
+        user = await connect_user(port, issuer.mint("alice"))
+        assert await set_status_when_registered(user, component, "busy") == \
+            {"status": "ok", "new_status": "busy"}
+        await within(node.service.stopService(), 10)     # GOODBYE system_shutdown to all
+        await sleep(1.5)                                  # a reconnect attempt or two fails
+        assert component.proc.poll() is None, component.output()
+        node, issuer = await start()
+        bob = await connect_user(port, issuer.mint("bob"))
+        assert await set_status_when_registered(bob, component, "away") == \
+            {"status": "ok", "new_status": "away"}
+        assert await within(bob.call("rpc.activity.list")) == \
+            [{"authid": "bob@example.com", "status": "away", "sessions": 1}]
+        bob.leave()
+        output = await component.stop()
+    finally:
+        component.kill()
+    assert output.count("joined wampchat as") == 2, output
+    assert "router refused the session: wamp.error.authentication_failed" in output, output
+    assert output.count("service-account token obtained") == 2, output
 
 
 @pytest_twisted.ensureDeferred
