@@ -3,9 +3,12 @@
 Used by ``wampchat dev`` and by tests. It serves, under ``/realms/<realm>/``,
 what the router and the web client use from Keycloak: discovery, the JWKS, the
 token endpoint (password, client_credentials, refresh_token and
-authorization_code + PKCE grants) and a minimal login page for the code flow.
-Its access tokens are shaped like Keycloak's, so they go through exactly the
-same validation as real ones. Not a security product: in-memory, demo only.
+authorization_code + PKCE grants), a minimal login page for the code flow,
+token introspection, and the end-session (logout) endpoint, which sends an OIDC
+back-channel logout token to the configured URL as Keycloak does. Its access
+tokens are shaped like Keycloak's, so they go through exactly the same
+validation as real ones. A dev-only POST .../dev/rotate-key (loopback callers
+only) rotates the signing key. Not a security product: in-memory, demo only.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ from urllib.parse import urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+log = Logger()
 
 ACCESS_LIFETIME = 300
 REFRESH_LIFETIME = 1800
 CODE_LIFETIME = 60
+BACKCHANNEL_TIMEOUT = 5.0      # seconds the end-session endpoint waits for the back-channel POST
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
@@ -68,6 +77,7 @@ class _Login:
     expires_at: float
     code_challenge: str = ""
     redirect_uri: str = ""
+    nonce: str = ""
 
 
 def stable_sub(username: str) -> str:
@@ -87,13 +97,18 @@ class DevIssuer:
     ``client_id`` is the router's (public) client; ``backend_client_id`` is a
     confidential client whose service account carries the ``wampchat-backend``
     role. ``mint()`` signs an access token directly, for tests.
+
+    ``backchannel_logout_url`` (settable later, e.g. once the router listens) is
+    where a logout at the end-session endpoint POSTs the signed logout token,
+    with ``http`` (treq or a stand-in; treq when None).
     """
 
     def __init__(self, issuer_url: str, clock: IReactorTime,
                  users: tuple[DemoUser, ...] = DEMO_USERS, client_id: str = "wampchat",
                  backend_client_id: str = "wampchat-backend",
                  backend_secret: str = "wampchat-backend-secret",
-                 allow_redirect: Callable[[str], bool] | None = None) -> None:
+                 allow_redirect: Callable[[str], bool] | None = None,
+                 backchannel_logout_url: str | None = None, http: Any = None) -> None:
         self.issuer = issuer_url.rstrip("/")
         self.realm = self.issuer.rsplit("/", 1)[-1]
         self.clock = clock
@@ -105,6 +120,9 @@ class DevIssuer:
         self._keys: list[tuple[str, rsa.RSAPrivateKey]] = []     # (kid, key), newest first
         self._refresh_tokens: dict[str, _Login] = {}              # refresh token -> login
         self._codes: dict[str, _Login] = {}                       # authorization code -> login
+        self._ended_sids: set[str] = set()                        # login sessions logged out
+        self.backchannel_logout_url = backchannel_logout_url
+        self.http = http                                          # treq when None
         self.rotate_key()
         self.resource = _realm_resource(self)
 
@@ -134,6 +152,9 @@ class DevIssuer:
         return {
             "issuer": self.issuer, "authorization_endpoint": f"{base}/auth",
             "token_endpoint": f"{base}/token", "jwks_uri": f"{base}/certs",
+            "introspection_endpoint": f"{base}/token/introspect",
+            "end_session_endpoint": f"{base}/logout",
+            "backchannel_logout_supported": True, "backchannel_logout_session_supported": True,
             "grant_types_supported": ["authorization_code", "password", "client_credentials",
                                       "refresh_token"],
             "response_types_supported": ["code"], "subject_types_supported": ["public"],
@@ -212,10 +233,39 @@ class DevIssuer:
                                 if grant.expires_at > now}
         self._refresh_tokens[refresh] = _Login(login.username, login.client_id, login.sid,
                                                login.scope, now + REFRESH_LIFETIME)
-        return {"access_token": access, "expires_in": ACCESS_LIFETIME,
-                "refresh_expires_in": REFRESH_LIFETIME, "refresh_token": refresh,
-                "token_type": "Bearer", "not-before-policy": 0, "session_state": login.sid,
-                "scope": login.scope}
+        answer = {"access_token": access, "expires_in": ACCESS_LIFETIME,
+                  "refresh_expires_in": REFRESH_LIFETIME, "refresh_token": refresh,
+                  "token_type": "Bearer", "not-before-policy": 0, "session_state": login.sid,
+                  "scope": login.scope}
+        if "openid" in login.scope.split():
+            answer["id_token"] = self._sign(self.id_claims(login))
+        return answer
+
+    def id_claims(self, login: _Login) -> dict[str, Any]:
+        """An ID token (typ ID) for a login: what end-session takes as id_token_hint."""
+        access = self.access_claims(login.username, login.client_id, login.sid, login.scope)
+        claims = {name: access[name] for name in (
+            "exp", "iat", "auth_time", "iss", "sub", "sid", "session_state", "acr", "name",
+            "preferred_username", "email", "email_verified") if name in access}
+        claims.update(jti=str(uuid.uuid4()), aud=login.client_id, azp=login.client_id, typ="ID")
+        if login.nonce:
+            claims["nonce"] = login.nonce
+        return claims
+
+    def _verified(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token this realm signed with a key it still publishes, else None.
+
+        Times are not checked here: callers decide (an expired id_token_hint is fine).
+        """
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = next(key for known, key in self._keys if known == kid)
+            claims = jwt.decode(token, key.public_key(), algorithms=["RS256"],
+                                options={"verify_aud": False, "verify_exp": False,
+                                         "verify_iat": False, "verify_nbf": False})
+        except (jwt.PyJWTError, StopIteration, TypeError, ValueError):
+            return None
+        return claims if claims.get("iss") == self.issuer else None
 
     # -- the token endpoint -----------------------------------------------------------
 
@@ -239,7 +289,7 @@ class DevIssuer:
         if grant_type == "refresh_token":
             login = self._refresh_tokens.pop(form.get("refresh_token", ""), None)
             if login is None or login.expires_at <= self.clock.seconds() \
-                    or login.client_id != client_id:
+                    or login.client_id != client_id or login.sid in self._ended_sids:
                 raise GrantError(400, "invalid_grant", "Invalid refresh token")
             return self._issue(login)
         if grant_type == "authorization_code":
@@ -253,6 +303,106 @@ class DevIssuer:
                 and secrets.compare_digest(secret, self.backend_secret):
             return
         raise GrantError(401, "invalid_client", "Invalid client or Invalid client credentials")
+
+    # -- token introspection (RFC 7662, as Keycloak answers it) ---------------------------
+
+    def introspect(self, form: dict[str, str], basic: tuple[str, str] | None = None
+                   ) -> dict[str, Any]:
+        """{"active": true, ...claims} for a live token; {"active": false} otherwise.
+
+        Only the confidential (backend) client may ask, as in Keycloak. Raises GrantError.
+        """
+        client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret"))
+        self._check_client(client_id, secret)
+        if client_id == self.client_id:
+            raise GrantError(401, "invalid_client",
+                             "Public client is not permitted to invoke token introspection")
+        claims = self._verified(form.get("token", ""))
+        if (claims is None or claims.get("typ") not in ("Bearer", "Refresh")
+                or type(claims.get("exp")) is not int
+                or claims["exp"] <= self.clock.seconds()
+                or claims.get("sid") in self._ended_sids):
+            return {"active": False}
+        return {**claims, "active": True, "client_id": claims.get("azp"),
+                "username": claims.get("preferred_username"), "token_type": claims["typ"]}
+
+    # -- end session (logout) -------------------------------------------------------------
+
+    def end_session_request(self, params: dict[str, str], basic: tuple[str, str] | None = None
+                            ) -> tuple[str, str, str | None]:
+        """(sub, sid, redirect or None) of a logout request. Raises GrantError.
+
+        Keycloak's parameters: ``id_token_hint`` (an ID token of this realm, expired
+        or not) with optional ``client_id``, or ``refresh_token`` with ``client_id``
+        (and ``client_secret`` for the confidential client); ``post_logout_redirect_uri``
+        (loopback only here) with optional ``state``.
+        """
+        client_id = (basic[0] if basic else params.get("client_id")) or None
+        hint, refresh = params.get("id_token_hint"), params.get("refresh_token")
+        if hint:
+            claims = self._verified(hint)
+            if claims is None or claims.get("typ") != "ID" or not isinstance(claims.get("sub"), str):
+                raise GrantError(400, "invalid_request", "Invalid id_token_hint")
+            if client_id is not None and client_id != claims.get("azp"):
+                raise GrantError(400, "invalid_request", "Parameter client_id different than "
+                                 "the client for which ID Token was issued")
+            sub, sid = claims["sub"], str(claims.get("sid") or "")
+        elif refresh:
+            self._check_client(client_id or "", basic[1] if basic else params.get("client_secret"))
+            login = self._refresh_tokens.get(refresh)
+            if login is None or login.client_id != client_id or login.sid in self._ended_sids:
+                raise GrantError(400, "invalid_grant", "Invalid refresh token")
+            sub, sid = stable_sub(login.username), login.sid
+        else:
+            raise GrantError(400, "invalid_request",
+                             "id_token_hint or refresh_token (with client_id) is required")
+        if not sid:
+            raise GrantError(400, "invalid_request", "The token names no login session")
+        redirect = params.get("post_logout_redirect_uri")
+        if redirect:
+            if not self._allow_redirect(redirect):
+                raise GrantError(400, "invalid_request", "Invalid redirect uri")
+            if params.get("state"):
+                redirect += ("&" if "?" in redirect else "?") + urlencode({"state": params["state"]})
+        return sub, sid, redirect or None
+
+    def end_login(self, sub: str, sid: str) -> Deferred:
+        """End login session sid: its refresh tokens and codes stop working, its tokens
+        introspect inactive, and the back-channel logout token goes out.
+
+        The Deferred fires (never fails) with the back-channel answer's HTTP status,
+        or None when nothing was sent or the POST failed (logged).
+        """
+        self._ended_sids.add(sid)
+        self._refresh_tokens = {token: login for token, login in self._refresh_tokens.items()
+                                if login.sid != sid}
+        self._codes = {code: login for code, login in self._codes.items() if login.sid != sid}
+        return self.send_backchannel_logout(sub, sid)
+
+    def send_backchannel_logout(self, sub: str | None, sid: str | None) -> Deferred:
+        """POST a signed logout token (form field logout_token) to backchannel_logout_url."""
+        url = self.backchannel_logout_url
+        if not url:
+            return ensureDeferred(_nothing())
+        return ensureDeferred(self._post_logout(url, self.mint_logout(sub=sub, sid=sid)))
+
+    async def _post_logout(self, url: str, token: str) -> int | None:
+        options: dict[str, Any] = {"timeout": BACKCHANNEL_TIMEOUT, "reactor": self.clock}
+        http = self.http
+        if http is None:
+            import treq as http          # the real client only when none was given
+            options["persistent"] = False    # rare calls: no pooled connection to go stale
+        try:
+            response = await http.post(url, data={"logout_token": token}, **options)
+            await response.content()
+        except Exception as exc:
+            log.warn("back-channel logout to {url} failed: {error}", url=url,
+                     error=type(exc).__name__)
+            return None
+        if response.code != 200:
+            log.warn("back-channel logout to {url} answered HTTP {code}", url=url,
+                     code=response.code)
+        return response.code
 
     # -- authorization code + PKCE ----------------------------------------------------
 
@@ -278,7 +428,8 @@ class DevIssuer:
         self._codes[code] = _Login(user.username, self.client_id, sid,
                                    params.get("scope") or "openid email profile",
                                    self.clock.seconds() + CODE_LIFETIME,
-                                   params["code_challenge"], params["redirect_uri"])
+                                   params["code_challenge"], params["redirect_uri"],
+                                   params.get("nonce", ""))
         query = {"code": code, "session_state": sid, "iss": self.issuer}
         if params.get("state"):
             query["state"] = params["state"]
@@ -340,16 +491,99 @@ class _Endpoint(Resource):
         return handler(request)
 
 
+def _basic(request) -> tuple[str, str] | None:
+    user, password = request.getUser(), request.getPassword()
+    return (user.decode("utf-8", "replace"), password.decode("utf-8", "replace")) if user else None
+
+
 def _token_endpoint(issuer: DevIssuer) -> _Endpoint:
+    """/token, and /token/introspect below it (this leaf sees the rest of the path)."""
     def post(request) -> bytes:
-        user, password = request.getUser(), request.getPassword()
-        basic = (user.decode(), password.decode()) if user else None
+        rest = [part for part in request.postpath if part]
+        if rest not in ([], [b"introspect"]):
+            request.setResponseCode(404)
+            return b"not found"
+        answer = issuer.introspect if rest else issuer.token_grant
         try:
-            return _json(request, 200, issuer.token_grant(_text_args(request.args), basic))
+            return _json(request, 200, answer(_text_args(request.args), _basic(request)))
         except GrantError as exc:
             return _json(request, exc.status, {"error": exc.error,
                                                "error_description": exc.description})
     return _Endpoint(POST=post)
+
+
+_LOGGED_OUT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Logged out</title>
+</head><body><h1>You are logged out of {realm}</h1></body></html>"""
+
+
+def _logout_endpoint(issuer: DevIssuer) -> _Endpoint:
+    """End session: redirect (302) when asked, 204 for the refresh_token form, else a page."""
+    def handle(request):
+        request.setHeader(b"access-control-allow-origin", b"*")
+        params = _text_args(request.args)
+        try:
+            sub, sid, redirect = issuer.end_session_request(params, _basic(request))
+        except GrantError as exc:
+            return _json(request, exc.status, {"error": exc.error,
+                                               "error_description": exc.description})
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(_status) -> None:
+            if gone:
+                return
+            request.setHeader(b"cache-control", b"no-store")
+            if redirect is not None:
+                request.redirect(redirect.encode("utf-8"))
+            elif params.get("refresh_token") and not params.get("id_token_hint"):
+                request.setResponseCode(204)
+            else:
+                request.setHeader(b"content-type", b"text/html; charset=utf-8")
+                request.write(_LOGGED_OUT_PAGE.format(realm=html.escape(issuer.realm)).encode())
+            request.finish()
+
+        # Like Keycloak, answer once the back-channel call is done (or failed).
+        issuer.end_login(sub, sid).addCallback(answer)
+        return NOT_DONE_YET
+    return _Endpoint(GET=handle, POST=handle)
+
+
+def _is_loopback(host: str | None) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or bool(host and host.startswith("127."))
+
+
+class _DevAdmin(Resource):
+    """POST <realm>/dev/rotate-key[?keep_previous=false]: development only, loopback callers.
+
+    Not CORS-enabled and refused with a foreign Origin, so a web page cannot use it.
+    """
+
+    isLeaf = True
+
+    def __init__(self, issuer: DevIssuer) -> None:
+        super().__init__()
+        self._issuer = issuer
+
+    def render(self, request) -> bytes:
+        if request.method != b"POST":
+            request.setResponseCode(405)
+            return b"method not allowed"
+        if request.postpath != [b"rotate-key"]:
+            request.setResponseCode(404)
+            return b"not found"
+        origin = request.getHeader(b"origin")
+        peer = getattr(request.getClientAddress(), "host", None)
+        if not _is_loopback(peer) or (origin and not _is_loopback(
+                urlsplit(origin.decode("latin-1")).hostname)):
+            request.setResponseCode(403)
+            return b"forbidden"
+        keep = _text_args(request.args).get("keep_previous", "true").lower() != "false"
+        kid = self._issuer.rotate_key(keep_previous=keep)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps({"kid": kid, "kids": [k["kid"] for k in self._issuer.jwks()["keys"]]}
+                          ).encode()
 
 
 _LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Sign in to {realm}</title>
@@ -400,9 +634,11 @@ def _realm_resource(issuer: DevIssuer) -> Resource:
     oidc.putChild(b"certs", _Endpoint(GET=lambda request: _json(request, 200, issuer.jwks())))
     oidc.putChild(b"token", _token_endpoint(issuer))
     oidc.putChild(b"auth", _auth_endpoint(issuer))
+    oidc.putChild(b"logout", _logout_endpoint(issuer))
     protocol = Resource()
     protocol.putChild(b"openid-connect", oidc)
     realm.putChild(b"protocol", protocol)
+    realm.putChild(b"dev", _DevAdmin(issuer))
     return realm
 
 
@@ -418,3 +654,7 @@ def site_root(issuer: DevIssuer) -> Resource:
     root = Resource()
     root.putChild(b"realms", realms_resource(issuer))
     return root
+
+
+async def _nothing() -> None:
+    return None

@@ -45,6 +45,12 @@ def served_issuer(config: NodeConfig) -> str | None:
     return None
 
 
+def backchannel_logout_url(issuer_url: str) -> str:
+    """The router's /backchannel-logout on the web transport that serves issuer_url."""
+    url = urlsplit(issuer_url)
+    return f"{url.scheme}://{url.netloc}/backchannel-logout"
+
+
 def banner(config: NodeConfig, issuer: DevIssuer | None, embedded: bool) -> str:
     """What a newcomer needs: the page, the accounts, how to get a token."""
     web = _web_transport(config)
@@ -83,7 +89,9 @@ def run_dev(config: NodeConfig, data_dir: str | None = None) -> int:
             extra = {}
             issuer_url = served_issuer(config)
             if issuer_url is not None:
-                issuer = DevIssuer(issuer_url, reactor)
+                # Logouts at the issuer reach this router's own back-channel endpoint.
+                issuer = DevIssuer(issuer_url, reactor,
+                                   backchannel_logout_url=backchannel_logout_url(issuer_url))
                 extra[b"realms"] = realms_resource(issuer)
             node = build_runtime(config, reactor, extra_resources=extra, dsn=dsn)
             reactor.addSystemEventTrigger("before", "shutdown", node.service.stopService)
