@@ -1,4 +1,8 @@
-"""End to end: the shipped config's chat and activity services, dev-issuer users over WebSocket."""
+"""End to end: the shipped config's chat and activity services, dev-issuer users over WebSocket.
+
+Users are Autobahn|Python sessions in the test's reactor and Autobahn|JS sessions in
+Node (tests/js/chat_participant.js, driven line by line by JsParticipant).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import socket
 import psycopg2
 import pytest
 import pytest_twisted
+import treq
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.twisted.websocket import WampWebSocketClientFactory
 from autobahn.wamp.exception import ApplicationError
@@ -18,6 +23,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
+from tests.services.js_participant import JsParticipant
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
 from wampchat.dev.issuer import DevIssuer
 
@@ -93,6 +99,7 @@ class Chat:
         self.port = port
         self.issuer = issuer
         self.clients: list[ChatClient] = []
+        self.js_clients: list[JsParticipant] = []
 
     async def connect(self, username: str, topics=("chat.main",)) -> ChatClient:
         client = ChatClient(self.issuer.mint(username))
@@ -104,6 +111,28 @@ class Chat:
         for topic in topics:
             await client.listen(topic)
         return client
+
+    async def connect_js(self, username: str, topics=("chat.main",)) -> JsParticipant:
+        """An Autobahn|JS user (Node), joined and subscribed to topics."""
+        client = JsParticipant(f"ws://127.0.0.1:{self.port}/ws", "wampchat",
+                               self.issuer.mint(username))
+        self.js_clients.append(client)
+        await client.joined()
+        for topic in topics:
+            reply = await client.request("subscribe", topic=topic)
+            assert reply["event"] == "subscribed", reply
+        return client
+
+    async def metric(self, line_start: str) -> float:
+        """The value of the /metrics sample whose line starts with line_start (0 if absent)."""
+        d = treq.get(f"http://127.0.0.1:{self.port}/metrics".encode(), persistent=False)
+        response = await within(d)
+        assert response.code == 200
+        text = (await within(treq.content(response))).decode()
+        for line in text.splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     async def _services_ready(self, client: ChatClient) -> None:
         for _ in range(100):
@@ -118,6 +147,8 @@ class Chat:
         raise TimeoutError("services did not register")
 
     async def close(self) -> None:
+        for js in self.js_clients:
+            await js.leave()
         for client in self.clients:
             if client.is_attached():
                 client.leave()
@@ -303,3 +334,123 @@ async def test_history_returns_earlier_messages(chat):
     assert [(m["from"], m["message"]) for m in history] == [(A, f"m{n}") for n in range(5)]
     page = await bob.call("chat.history", "chat.main", limit=2, before=history[3]["id"])
     assert [m["message"] for m in page] == ["m1", "m2"]
+
+
+def system_event(message: str) -> dict:
+    """A chat event as chat_participant.js prints it, sent by the chat or activity service."""
+    return {"event": "event", "topic": "chat.main", "args": [],
+            "kwargs": {"from": "System", "message": message}}
+
+
+def without_publisher_session(line: dict) -> dict:
+    # services' session ids vary per run; their role is checked separately
+    assert line["publisher_authrole"] == "backend", line
+    return {k: v for k, v in line.items() if not k.startswith("publisher")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_python_and_js_users_see_the_same_sequence(chat):
+    """Autobahn|JS (Node) and Autobahn|Python users: welcome, joined and left in both
+    directions, messages both ways with the publisher disclosed, the JS user's status."""
+    bob = await chat.connect_js("bob")
+    assert without_publisher_session(await bob.next_event()) == system_event(f"Welcome {B}")
+
+    alice = await chat.connect("alice", topics=("chat.main", "activity.on_status"))
+    assert await alice.texts(1) == [("chat.main", "System", f"Welcome {A}")]
+    assert without_publisher_session(await bob.next_event()) == \
+        system_event(f"{A} has joined the chat.")
+
+    # JS -> Python, with the JS session disclosed as the publisher
+    reply = await bob.request("publish", topic="chat.main", kwargs={"message": "hi from js"})
+    assert reply["event"] == "published", reply
+    topic, kwargs, details = await alice.next()
+    assert (topic, kwargs) == ("chat.main", {"message": "hi from js"})
+    assert (details.publisher, details.publisher_authid, details.publisher_authrole) == \
+        (bob.details["session"], B, "user")
+
+    # Python -> JS; a spoofed "System" is still disclosed as alice
+    await alice.publish("chat.main", options=PublishOptions(acknowledge=True),
+                        **{"from": "System", "message": "hi from py"})
+    assert await bob.next_event() == {
+        "event": "event", "topic": "chat.main", "args": [],
+        "kwargs": {"from": "System", "message": "hi from py"},
+        "publisher": alice.details.session, "publisher_authid": A, "publisher_authrole": "user"}
+
+    # the JS user's status, broadcast to the Python user (and to itself on chat.main)
+    reply = await bob.request("call", procedure="rpc.activity.set_status", args=["busy"])
+    assert reply == {"event": "result", "id": reply["id"],
+                     "result": {"status": "ok", "new_status": "busy"}}
+    assert sorted(await alice.texts(2)) == [("activity.on_status", None, "busy"),
+                                            ("chat.main", "System", f"{B} is now busy")]
+    assert without_publisher_session(await bob.next_event()) == system_event(f"{B} is now busy")
+    reply = await bob.request("call", procedure="rpc.activity.set_status", args=["sleeping"])
+    assert (reply["event"], reply["error"]) == ("error", "wampchat.error.invalid_status")
+
+    # the Python user leaves: the JS user sees it; comes back: joined again
+    alice.leave()
+    await within(alice.disconnected)
+    assert without_publisher_session(await bob.next_event()) == \
+        system_event(f"{A} has left the chat.")
+    alice = await chat.connect("alice", topics=("chat.main", "activity.on_status"))
+    assert await alice.texts(1) == [("chat.main", "System", f"Welcome {A}")]
+    assert without_publisher_session(await bob.next_event()) == \
+        system_event(f"{A} has joined the chat.")
+
+    # the JS user leaves: the Python user sees left and offline, and nothing else
+    await bob.leave()
+    events = {}
+    for _ in range(2):
+        topic, kwargs, details = await alice.next()
+        events[topic] = kwargs
+    assert events == {
+        "chat.main": {"from": "System", "message": f"{B} has left the chat."},
+        "activity.on_status": {"authid": B, "session": bob.details["session"],
+                               "status": "offline"}}
+    await alice.quiet()
+    assert bob.pending() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_js_user_abrupt_disconnect_is_left(chat):
+    """The Node process dies (no GOODBYE): left is announced after the grace."""
+    alice = await chat.connect("alice")
+    bob = await chat.connect_js("bob")
+    await alice.texts(2)
+    bob.abort()
+    await bob.ended()
+    assert await alice.texts(1) == [("chat.main", "System", f"{B} has left the chat.")]
+    await alice.quiet()
+
+
+DROPPED = 'wampchat_messages_dropped_total{reason="payload_too_large"}'
+LIMIT = 16384           # max_payload of chat.main in crossbar-like.yaml
+ENVELOPE = len('[[],{"message":""}]')     # how the router measures args + kwargs (JSON)
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_over_the_limit_is_refused_or_dropped(chat):
+    alice = await chat.connect("alice")
+    bob = await chat.connect("bob")
+    await alice.texts(2)
+    await bob.texts(1)
+    at_limit = "a" * (LIMIT - ENVELOPE)
+    over = "o" * (LIMIT - ENVELOPE + 1)
+    await alice.publish("chat.main", options=PublishOptions(acknowledge=True), message=at_limit)
+    assert await bob.texts(1) == [("chat.main", A, at_limit)]
+
+    with pytest.raises(ApplicationError) as refused:
+        await alice.publish("chat.main", options=PublishOptions(acknowledge=True), message=over)
+    assert refused.value.error == "wampchat.error.payload_too_large"
+    assert await chat.metric(DROPPED) == 1
+
+    alice.publish("chat.main", message=over)            # unacknowledged: no answer at all
+    await alice.publish("chat.main", options=PublishOptions(acknowledge=True), message="after")
+    assert await bob.texts(1) == [("chat.main", A, "after")]
+    assert await chat.metric(DROPPED) == 2
+    await bob.quiet()
+    for _ in range(50):             # history is recorded on a later turn
+        history = await bob.call("chat.history", "chat.main")
+        if len(history) >= 2:
+            break
+        await sleep(0.05)
+    assert [m["message"] for m in history] == [at_limit, "after"]
