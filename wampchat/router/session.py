@@ -26,6 +26,7 @@ from wampchat.errors import AuthFailure, RequestError
 from wampchat.router import features
 from wampchat.router.admission import Admission, TokenBucket
 from wampchat.router.ids import RequestIds
+from wampchat.transport.serializers import InvalidUriRequest
 
 if TYPE_CHECKING:
     from wampchat.router.realm import Realm
@@ -265,6 +266,9 @@ class RouterSession:
 
     def _on_message(self, msg: Any) -> None:
         state = self.state
+        if isinstance(msg, InvalidUriRequest):
+            self._invalid_uri(msg)
+            return
         if state == State.WELCOMED:
             if self.realm is not None and self.realm.handles(msg):
                 if self._rate is not None and isinstance(msg, RATED_REQUESTS) \
@@ -293,6 +297,17 @@ class RouterSession:
             self._close_transport()
         else:
             raise ProtocolError(f"{type(msg).__name__} not allowed in state {state.value}")
+
+    def _invalid_uri(self, msg: InvalidUriRequest) -> None:
+        """A request whose URI did not parse: ERROR invalid_uri; before WELCOME, ABORT."""
+        if self.state == State.WELCOMED and msg.request is not None:
+            if msg.message_type != message.Publish.MESSAGE_TYPE or msg.acknowledge:
+                self.send(message.Error(msg.message_type, msg.request, errors.INVALID_URI,
+                                        args=[msg.reason]))
+        elif self.state in (State.NEW, State.CHALLENGED, State.AUTHENTICATING):
+            self._refuse(errors.INVALID_URI, msg.reason, "invalid_uri")
+        elif self.state == State.WELCOMED:
+            raise ProtocolError(msg.reason)
 
     def _on_hello(self, msg: message.Hello) -> None:
         realm = self._context.realms.get(msg.realm)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from autobahn.exception import PayloadExceededError
 from autobahn.twisted.websocket import WampWebSocketServerFactory, WampWebSocketServerProtocol
 from autobahn.wamp.exception import ProtocolError, TransportLost
-from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer, Serializer
+from autobahn.wamp.serializer import Serializer
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -33,14 +33,16 @@ from wampchat import errors
 from wampchat.auth.authenticator import TransportInfo
 from wampchat.config_types import WebSocketOptions
 from wampchat.router.session import RouterContext, RouterSession
+from wampchat.transport.serializers import (RouterCBORSerializer, RouterJsonSerializer,
+                                            RouterMsgPackSerializer)
 
 log = Logger()
 
 # serializer id ("json", "msgpack", "cbor") -> the one instance every transport uses
 SHARED_SERIALIZERS: dict[str, Serializer] = {
-    "json": JsonSerializer(),
-    "msgpack": MsgPackSerializer(),
-    "cbor": CBORSerializer(),
+    "json": RouterJsonSerializer(),
+    "msgpack": RouterMsgPackSerializer(),
+    "cbor": RouterCBORSerializer(),
 }
 
 # Headers kept in TransportInfo.http_headers: never credentials (no token in logs).
