@@ -101,13 +101,14 @@ class Chat:
         self.clients: list[ChatClient] = []
         self.js_clients: list[JsParticipant] = []
 
-    async def connect(self, username: str, topics=("chat.main",)) -> ChatClient:
+    async def connect(self, username: str, topics=("chat.main",), ready=True) -> ChatClient:
         client = ChatClient(self.issuer.mint(username))
         self.clients.append(client)
         factory = WampWebSocketClientFactory(lambda: client, url=f"ws://127.0.0.1:{self.port}/ws")
         await TCP4ClientEndpoint(reactor(), "127.0.0.1", self.port, timeout=5).connect(factory)
         await within(client.joined, 10)
-        await self._services_ready(client)
+        if ready:
+            await self._services_ready(client)
         for topic in topics:
             await client.listen(topic)
         return client
@@ -186,6 +187,23 @@ def clear_history(dsn: str) -> None:
     with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
         cursor.execute("TRUNCATE chat_messages")
     connection.close()
+
+
+def without_chat_service(config):
+    return dataclasses.replace(config, components=tuple(
+        c for c in config.components if not c.classname.endswith("ChatService")))
+
+
+@pytest.fixture
+def chat_without_service(users_database):  # noqa: F811 (pytest fixture injection)
+    """Like `chat`, but the chat service is not in the node: a test starts it."""
+    clear_history(users_database)
+    port, issuer, node = start_dev_node(users_database, transform=without_chat_service)
+    pytest_twisted.blockon(Deferred.fromCoroutine(database_ready(node)))
+    session = Chat(port, issuer)
+    yield session
+    pytest_twisted.blockon(Deferred.fromCoroutine(session.close()))
+    stop_node(node)
 
 
 @pytest.fixture
@@ -454,3 +472,36 @@ async def test_payload_over_the_limit_is_refused_or_dropped(chat):
             break
         await sleep(0.05)
     assert [m["message"] for m in history] == [at_limit, "after"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_service_joining_late_counts_present_users_silently(chat_without_service):
+    """Users subscribed before the chat service (re)joins, as after a restart: the service,
+    run as an external component over WebSocket with a service-account token, announces
+    nothing for them, does not announce their next tab as a join, and does announce
+    their leaving."""
+    from wampchat.component_runner import build_component
+
+    chat = chat_without_service
+    alice = await chat.connect("alice", ready=False)
+    bob = await chat.connect("bob", ready=False)
+    issuer_url = chat.issuer.issuer
+    component = build_component(
+        "wampchat.services.chat.ChatService", f"ws://127.0.0.1:{chat.port}/ws", "wampchat",
+        {"leave_grace": GRACE},
+        {"WAMPCHAT_TOKEN_URL": f"{issuer_url}/protocol/openid-connect/token",
+         "WAMPCHAT_CLIENT_ID": "wampchat-backend", "WAMPCHAT_CLIENT_SECRET": "wampchat-backend-secret"},
+        reactor())
+    done = component.start(reactor())
+    try:
+        await chat._services_ready(alice)
+        bob_tab = await chat.connect("bob")
+        assert await bob_tab.texts(1) == [("chat.main", "System", f"Welcome {B}")]
+        await alice.quiet()                 # bob was present: no "joined"
+        bob.leave()
+        bob_tab.leave()
+        assert await alice.texts(1) == [("chat.main", "System", f"{B} has left the chat.")]
+        await alice.quiet()
+    finally:
+        await within(component.stop(), 10)
+        await within(done, 10)

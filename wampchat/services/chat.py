@@ -4,7 +4,8 @@ Presence comes from the meta API: wamp.subscription.on_subscribe / on_unsubscrib
 wamp.session.on_leave, with wamp.subscription.lookup and wamp.session.get to learn
 which session subscribed to chat.main and its authid. Join and leave are per user
 (authid): a user's first session announces "joined"; the last one gone, and not back
-within leave_grace seconds, announces "left".
+within leave_grace seconds, announces "left". Subscribers already present when the
+service joins (wamp.subscription.list_subscribers) are counted without announcements.
 
 History: user and admin publications on the chat topics are stored in PostgreSQL
 (table chat_messages) when config.extra["dsn"] names a database (an in-process
@@ -55,6 +56,7 @@ class ChatService(ServiceSession):
         self._sessions_of: dict[str, set[int]] = {}     # authid -> its chat.main sessions
         self._leaving: dict[str, Any] = {}              # authid -> IDelayedCall announcing "left"
         self._pending: set[int] = set()                 # on_subscribe seen, session.get in flight
+        self._adopting: set[int] = set()                # present at join, session.get in flight
         self._user_ids: dict[int, int | None] = {}     # publisher session -> authextra user_id
         self._lookups: dict[int, list[tuple]] = {}      # publisher session -> rows awaiting it
         self._lookups_running: dict[int, Deferred] = {}
@@ -94,6 +96,7 @@ class ChatService(ServiceSession):
             await self.subscribe(self._recorder(topic), topic,
                                  options=SubscribeOptions(details_arg="details"))
         self._main_subscription = await self.call("wamp.subscription.lookup", CHAT_MAIN)
+        await self._adopt_present()
         await self.register(self.chat_history, "chat.history",
                             options=RegisterOptions(details_arg="details"))
         log.info("chat service ready (leave_grace {grace}s)", grace=self.leave_grace)
@@ -124,6 +127,32 @@ class ChatService(ServiceSession):
             return
         self._arrived(session_id, info["authid"])
 
+    async def _adopt_present(self) -> None:
+        """Count the users already subscribed when this service (re)joins, announcing nothing.
+
+        After a service or router restart, users may resubscribe before the service is
+        back; without this their leaving would never be announced and their next tab
+        would be announced as a join.
+        """
+        try:
+            present = await self.call("wamp.subscription.list_subscribers", self._main_subscription)
+        except ApplicationError:
+            return          # no subscription (cannot happen while we hold one): nobody present
+        self._adopting = {s for s in present if s != self._session_id}
+        for session_id in sorted(self._adopting):
+            if session_id in self._authid_of:
+                continue
+            try:
+                info = await self.call("wamp.session.get", session_id)
+            except ApplicationError:
+                continue    # left meanwhile
+            if (session_id not in self._adopting or info.get("authrole") == "backend"
+                    or session_id in self._authid_of):
+                continue    # left while we asked, a service, or welcomed meanwhile
+            self._authid_of[session_id] = info["authid"]
+            self._sessions_of.setdefault(info["authid"], set()).add(session_id)
+        self._adopting.clear()
+
     def _on_unsubscribe(self, session_id: int, subscription_id: int) -> None:
         if subscription_id == self._main_subscription:
             self._gone(session_id)
@@ -147,6 +176,7 @@ class ChatService(ServiceSession):
 
     def _gone(self, session_id: int) -> None:
         self._pending.discard(session_id)
+        self._adopting.discard(session_id)
         authid = self._authid_of.pop(session_id, None)
         if authid is None:
             return
