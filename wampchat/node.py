@@ -110,12 +110,16 @@ class RouterService(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
-        count = 0
+        count = calls = 0
         for realm in self._realms.values():
+            # Calls in flight are answered first, so no caller is left waiting when its
+            # GOODBYE comes (and no callee keeps working for nobody).
+            calls += realm.dealer.cancel_all("the router is shutting down")
             for session in list(realm.sessions.values()):
                 session.close_by_router(errors.CLOSE_SYSTEM_SHUTDOWN, "the router is shutting down")
                 count += 1
-        log.info("shutting down: said GOODBYE to {count} sessions", count=count)
+        log.info("shutting down: canceled {calls} calls in flight, said GOODBYE to {count} "
+                 "sessions", calls=calls, count=count)
         if count:
             yield task.deferLater(self._reactor, SHUTDOWN_FLUSH, lambda: None)
         yield super().stopService()

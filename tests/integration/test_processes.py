@@ -12,8 +12,8 @@ import pytest_twisted
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from twisted.internet.defer import Deferred
 
-from .processes import (WAMPCHAT, Clients, RouterProcess, node_config, run_process, within,
-                        write_config)
+from .processes import (WAMPCHAT, Clients, RouterProcess, node_config, run_process, sleep,
+                        within, write_config)
 
 KINDS = ["run", "twistd"]
 SYSTEM_SHUTDOWN = "wamp.close.system_shutdown"
@@ -132,3 +132,26 @@ async def test_run_with_bad_config_exits_2_with_key_path(tmp_path):
     out, err, code = await run_process([WAMPCHAT, "run", "--config", str(bad)], timeout=20.0)
     assert code == 2, (out, err)
     assert BAD_KEY in err, err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest_twisted.ensureDeferred
+async def test_sigterm_answers_calls_in_flight_before_goodbye(kind, router_factory, clients):
+    """A call still running at SIGTERM gets ERROR canceled, then the caller gets GOODBYE."""
+    from autobahn.wamp.exception import ApplicationError
+
+    router = router_factory(kind)
+    await router.start()
+    backend = await clients.websocket(router.web_port, "svc", "s3cret", "json")
+    user = await clients.websocket(router.web_port, "alice", "alice-pw", "cbor")
+    never: Deferred = Deferred()           # the callee never answers by itself
+    await backend.register(lambda: never, "com.slow.work")
+    call = user.call("com.slow.work")
+    await sleep(0.2)                      # the INVOCATION is with the callee
+    router.terminate()
+    with pytest.raises(ApplicationError) as canceled:
+        await within(call, 10.0)
+    assert canceled.value.error == "wamp.error.canceled"
+    assert "shutting down" in str(canceled.value.args)
+    assert (await within(user.left, 10.0)).reason == SYSTEM_SHUTDOWN
+    router.assert_clean_exit(await router.wait())

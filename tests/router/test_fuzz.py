@@ -189,6 +189,7 @@ class Fuzzer:
         assert [s.uri for s in realm.broker.all()] == []
         assert [r.uri for r in realm.dealer.all()] == []
         assert realm.dealer.calls_in_flight == 0
+        assert realm.dealer._flights_of == {}
 
 
 # Derandomized: CI runs the same 300 sequences every time (no flaky failures, no

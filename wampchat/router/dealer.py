@@ -152,6 +152,9 @@ class Dealer:
         self.max_per_session = 1000                               # registrations one session may hold
         self._by_invocation: dict[tuple[int, int], CallInFlight] = {}  # (callee id, invocation id) -> call
         self._by_call: dict[tuple[int, int], CallInFlight] = {}   # (caller id, call request id) -> call
+        # session id -> its calls in flight as caller or callee (a dict as an ordered set),
+        # so a session leaving touches its own calls only
+        self._flights_of: dict[int, dict[CallInFlight, None]] = {}
         self.builtins: dict[str, Builtin] = {}                    # procedure -> router function
         self.meta: MetaEvents | None = None
 
@@ -245,6 +248,8 @@ class Dealer:
         flight = CallInFlight(caller, msg.request, callee, invocation_id, receive_progress)
         self._by_invocation[(callee.id, invocation_id)] = flight
         self._by_call[(caller.id, msg.request)] = flight
+        self._flights_of.setdefault(caller.id, {})[flight] = None
+        self._flights_of.setdefault(callee.id, {})[flight] = None
         if msg.timeout:
             flight.timer = self._clock.callLater(msg.timeout / 1000.0, self._timed_out, flight)
         callee.send(message.Invocation(
@@ -308,6 +313,12 @@ class Dealer:
     def _finish(self, flight: CallInFlight) -> None:
         self._by_invocation.pop((flight.callee.id, flight.invocation), None)
         self._by_call.pop((flight.caller.id, flight.call_request), None)
+        for session_id in (flight.caller.id, flight.callee.id):
+            flights = self._flights_of.get(session_id)
+            if flights is not None:
+                flights.pop(flight, None)
+                if not flights:
+                    del self._flights_of[session_id]
         if flight.timer is not None and flight.timer.active():
             flight.timer.cancel()
         flight.timer = None
@@ -370,8 +381,7 @@ class Dealer:
             if registration is not None:
                 self._remove_callee(session, registration)
         self._by_session.pop(session.id, None)
-        for flight in [f for f in self._by_invocation.values()
-                       if f.callee is session or f.caller is session]:
+        for flight in list(self._flights_of.get(session.id, ())):
             self._finish(flight)
             if flight.callee is session and flight.caller is not session:
                 flight.caller.send(message.Error(
@@ -380,6 +390,18 @@ class Dealer:
             elif flight.caller is session and flight.callee.supports("callee", "call_canceling"):
                 flight.callee.send(message.Interrupt(flight.invocation, mode="killnowait",
                                                      reason=errors.CANCELED))
+
+    def cancel_all(self, text: str) -> int:
+        """Answer every call in flight with ERROR canceled (callees get INTERRUPT); the count."""
+        flights = list(self._by_call.values())
+        for flight in flights:
+            self._finish(flight)
+            if flight.callee.supports("callee", "call_canceling"):
+                flight.callee.send(message.Interrupt(flight.invocation, mode="killnowait",
+                                                     reason=errors.CANCELED))
+            flight.caller.send(message.Error(message.Call.MESSAGE_TYPE, flight.call_request,
+                                             errors.CANCELED, args=[text]))
+        return len(flights)
 
     def remove_forbidden(self, session: RouterSession) -> list[int]:
         """Drop registrations the session's (new) role may not hold; their ids."""
