@@ -31,6 +31,7 @@ test: install npm-deps
 
 bench: install npm-deps
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.auth
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
