@@ -272,7 +272,9 @@ _LIMITS: dict[str, Parse] = {
     "rate_exempt_roles": _items(_text(True), "a list of role names"),
     "max_subscriptions_per_session": _integer(1), "max_registrations_per_session": _integer(1)}
 _DATABASE: dict[str, Parse] = {"dsn": _string, "pool_size": _integer(1),
-                               "statement_timeout_ms": _integer(0), "migrate_on_start": _boolean}
+                               "statement_timeout_ms": _integer(0), "migrate_on_start": _boolean,
+                               "connect_timeout": _numeric(float, 0.001),
+                               "max_waiting": _integer(0)}
 
 
 def _node(tree: Any, base_dir: str | None) -> NodeConfig:

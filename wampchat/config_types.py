@@ -138,6 +138,8 @@ class DatabaseConfig:
     pool_size: int = 5
     statement_timeout_ms: int = 5000
     migrate_on_start: bool = True
+    connect_timeout: float = 5.0       # seconds to open a connection (psycopg2 async ignores the DSN's)
+    max_waiting: int = 100             # queries that may wait for a busy pool; more get unavailable
 
 
 @dataclass(frozen=True)

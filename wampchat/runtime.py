@@ -41,27 +41,77 @@ def keycloak_factory_for(config: NodeConfig, reactor, users=None,
 
 
 class MigrationService(Service):
-    """Applies missing migrations when the node starts (database.migrate_on_start)."""
+    """Applies missing migrations when the node starts (database.migrate_on_start).
 
-    def __init__(self, reactor, dsn: str) -> None:
+    While the database cannot be reached (down, black-holed, wrong host, not
+    yet started by the orchestrator) the attempt is retried with a growing
+    delay, and every failed attempt is logged as an error saying the node is not
+    listening yet. This is what an operator of a router expects: the node and
+    its database are often started together and the node must come up on its
+    own once the database does, yet never sit silent. A migration the database
+    refuses (`MigrationFailed`, a broken release) is not retried: it is logged
+    and the node opens its transports, logins then getting the retryable
+    wampchat.error.unavailable. `wampchat migrate` instead fails at once.
+    """
+
+    def __init__(self, reactor, dsn: str, connect_timeout: float = 5.0, clock=None,
+                 migrations=None, initial_delay: float = 1.0, max_delay: float = 30.0) -> None:
         self._reactor = reactor
+        self._clock = clock if clock is not None else reactor
         self._dsn = dsn
-        # Fires (never fails) once the attempt is over: transports open only then, so no
-        # login meets a half-migrated schema. A failure is logged; logins then get
-        # wampchat.error.unavailable until the database is fixed.
+        self._connect_timeout = connect_timeout
+        self._migrations = migrations
+        self._initial_delay, self._max_delay = initial_delay, max_delay
+        self._retry = None              # IDelayedCall of the next attempt
+        self.attempts = 0
+        # Fires (never fails) once migrations are applied or refused: transports open
+        # only then, so no login meets a half-migrated schema.
         self.done: Deferred = Deferred()
 
     def startService(self) -> None:
         super().startService()
+        self._attempt()
+
+    def stopService(self):
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    def _attempt(self) -> None:
         from wampchat.users.migrate import run_migrations
 
-        d = ensureDeferred(run_migrations(self._reactor, self._dsn))
-        d.addCallbacks(
-            lambda applied: log.info("database migrations applied: {applied}",
-                                     applied=applied or "none needed"),
-            lambda failure: log.error("database migrations failed: {error}",
-                                      error=failure.getErrorMessage()))
-        d.addBoth(lambda _: self.done.callback(None))
+        self._retry = None
+        self.attempts += 1
+        d = ensureDeferred(run_migrations(self._reactor, self._dsn, self._migrations,
+                                          connect_timeout=self._connect_timeout,
+                                          clock=self._clock))
+        d.addCallbacks(self._succeeded, self._failed)
+
+    def _succeeded(self, applied) -> None:
+        log.info("database migrations applied: {applied}", applied=applied or "none needed")
+        self._finish()
+
+    def _failed(self, failure) -> None:
+        from wampchat.errors import Unavailable
+
+        if not self.running:            # stopped meanwhile: nothing waits for us
+            return
+        if not failure.check(Unavailable):
+            log.error("database migrations failed: {error}", error=failure.getErrorMessage())
+            self._finish()
+            return
+        from wampchat.users.postgres import reconnect_delay
+
+        delay = reconnect_delay(self.attempts - 1, self._initial_delay, self._max_delay)
+        log.error("database migrations failed (attempt {attempt}): {error}; the node is not"
+                  " listening yet, retrying in {delay:g}s", attempt=self.attempts,
+                  error=failure.getErrorMessage(), delay=delay)
+        self._retry = self._clock.callLater(delay, self._attempt)
+
+    def _finish(self) -> None:
+        if not self.done.called:
+            self.done.callback(None)
 
 
 def user_services(config: NodeConfig, reactor, dsn: str | None = None):
@@ -75,5 +125,6 @@ def user_services(config: NodeConfig, reactor, dsn: str | None = None):
     pool = pool_from_config(reactor, config.database, dsn=chosen)
     services: list[Service] = [pool]
     if config.database.migrate_on_start:
-        services.insert(0, MigrationService(reactor, chosen))
+        services.insert(0, MigrationService(reactor, chosen,
+                                            connect_timeout=config.database.connect_timeout))
     return UserDirectory(PostgresUserStore(pool), reactor), services

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
+from txpostgres.txpostgres import Connection
 
 from wampchat.dev.database import EmbeddedPostgres
 from wampchat.errors import Unavailable
@@ -153,5 +155,70 @@ async def test_pool_recovers_after_the_server_restarts(own_server):
 
     try:
         await _outage_and_recovery(pool, clock, take_down, bring_back)
+    finally:
+        pool.close()
+
+
+async def _lock_users_table(dsn: str) -> Connection:
+    """A connection holding ACCESS EXCLUSIVE on users: every query on it waits (a stalled DB)."""
+    locker = Connection(_reactor())
+    await locker.connect(dsn)
+    await locker.runOperation("BEGIN")
+    await locker.runOperation("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+    return locker
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_database_fails_logins_with_unavailable_and_bounds_the_queue(users_database):
+    """Users table locked: 2 logins run into statement_timeout, 3 wait and fail, 5 are refused."""
+    pool = ResilientPool(_reactor(), users_database, size=2, statement_timeout_ms=200,
+                         max_waiting=3)
+    assert await pool.start()
+    directory = UserDirectory(PostgresUserStore(pool), _reactor())
+    locker = await _lock_users_table(users_database)
+    try:
+        logins = [Deferred.fromCoroutine(directory.login(someone())) for _ in range(10)]
+        assert pool.state().waiting == 3
+        outcomes = await DeferredList(logins, consumeErrors=True)
+        failures = [result for ok, result in outcomes if not ok]
+        assert len(failures) == 10
+        assert all(failure.check(Unavailable) for failure in failures), failures
+        messages = [failure.getErrorMessage() for failure in failures]
+        assert sum("overloaded" in m for m in messages) == 5
+        assert pool.peak_waiting == 3 and pool.refused_busy == 5
+        assert pool.state() == PoolState(connected=2, total=2, available=True,
+                                         failed_attempts=0, waiting=0)
+    finally:
+        await locker.runOperation("ROLLBACK")
+        locker.close()
+    try:
+        newcomer = someone()
+        assert (await directory.login(newcomer)).keycloak_id == newcomer.sub
+    finally:
+        await directory.close()
+        pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_waiting_query_that_times_out_leaves_the_queue_and_never_runs(users_database):
+    """Past its deadline a queued query is dropped: it is not sent once a connection frees up."""
+    clock = Clock()
+    pool = ResilientPool(_reactor(), users_database, size=1, clock=clock, query_timeout=5,
+                         max_waiting=10)
+    assert await pool.start()
+    try:
+        busy = Deferred.fromCoroutine(pool.run_query("SELECT pg_sleep(0.3)"))
+        # Session state of the pool's only connection shows whether this ever ran.
+        queued = Deferred.fromCoroutine(
+            pool.run_query("SELECT set_config('wampchat.marker', 'ran', false)"))
+        assert pool.state().waiting == 1
+        clock.advance(5)                       # both deadlines pass
+        for caller in (busy, queued):
+            with pytest.raises(Unavailable, match="did not answer in time"):
+                await caller
+        assert pool.state().waiting == 0
+        # Waits (really) for pg_sleep to end, then runs on the same connection.
+        assert await pool.run_query("SELECT current_setting('wampchat.marker', true)") \
+            in ([(None,)], [("",)])
     finally:
         pool.close()

@@ -5,6 +5,14 @@ Each migration runs in a transaction of its own and is recorded in
 applied version. Every transaction first takes one transaction-scoped advisory
 lock shared by all nodes: two nodes started at once on an empty database
 apply each version exactly once and both come up. Running again changes nothing.
+
+Transactions are driven here (BEGIN/COMMIT on a cursor) rather than by
+txpostgres' runInteraction: when the connection is cut mid-migration, its
+rollback on the dead cursor fails and txpostgres logs that as an unhandled
+error. Here a cut connection is simply `Unavailable` (the server has rolled
+the transaction back anyway). Connecting has a deadline of its own, because
+psycopg2's asynchronous connect ignores connect_timeout: a database address
+that accepts and never answers would otherwise hang start-up forever.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from importlib import resources
 from typing import Iterable, Sequence
 
 from psycopg2 import Error as DriverError, InterfaceError, OperationalError
-from twisted.internet.defer import Deferred
+from psycopg2.extensions import parse_dsn
 from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
@@ -75,46 +83,102 @@ def load_migrations() -> tuple[Migration, ...]:
     return tuple(found[version] for version in sorted(found))
 
 
-async def migrate(database, migrations: Sequence[Migration] | None = None) -> list[str]:
+async def migrate(connection: Connection,
+                  migrations: Sequence[Migration] | None = None) -> list[str]:
     """Apply the missing migrations; returns the names applied now (empty when up to date).
 
-    `database` is anything with txpostgres' `runInteraction` (a Connection or a
-    ConnectionPool). Raises `Unavailable` when the database cannot be reached
-    and `MigrationFailed` when it refuses a migration.
+    `connection` is a connected txpostgres Connection used by nothing else
+    meanwhile. Raises `Unavailable` when the database cannot be reached (or the
+    connection is cut) and `MigrationFailed` when it refuses a migration.
     """
     migrations = load_migrations() if migrations is None else migrations
-    await _interaction(database, _create_ledger, "schema_migrations")
+    await _transaction(connection, _create_ledger, "schema_migrations")
     applied = []
     for migration in migrations:
-        if await _interaction(database, _apply, migration.name, migration):
+        if await _transaction(connection, _apply, migration.name, migration):
             log.info("applied migration {name}", name=migration.name)
             applied.append(migration.name)
     return applied
 
 
-async def run_migrations(reactor, dsn: str,
-                         migrations: Iterable[Migration] | None = None) -> list[str]:
-    """Connect once to `dsn`, migrate, disconnect: what `wampchat migrate` and node start-up call."""
+async def run_migrations(reactor, dsn: str, migrations: Iterable[Migration] | None = None,
+                         connect_timeout: float = 5.0, clock=None) -> list[str]:
+    """Connect once to `dsn`, migrate, disconnect: what `wampchat migrate` and node start-up call.
+
+    Raises `Unavailable` when no connection is made within `connect_timeout`
+    seconds (on `clock`, the reactor by default).
+    """
+    from wampchat.users.postgres import DeadlineExceeded, within
+
     connection = Connection(reactor)
     try:
-        await connection.connect(dsn)
+        await within(connection.connect(dsn), connect_timeout, clock or reactor)
+    except DeadlineExceeded:
+        _close(connection)
+        raise Unavailable(f"no answer from the user database at {_where(dsn)} within"
+                          f" {connect_timeout:g}s") from None
     except DriverError as error:
-        raise Unavailable(f"cannot connect to the user database: {_first_line(error)}") from None
+        _close(connection)
+        raise Unavailable(f"cannot connect to the user database at {_where(dsn)}:"
+                          f" {_first_line(error)}") from None
     try:
         return await migrate(connection, None if migrations is None else tuple(migrations))
     finally:
-        connection.close()
+        _close(connection)
 
 
-async def _interaction(database, work, name: str, *args):
-    # txpostgres wants a callable returning a Deferred; ours are coroutines.
+async def _transaction(connection: Connection, work, name: str, *args):
+    """`work(cursor, *args)` in one transaction; its result once committed."""
     try:
-        return await database.runInteraction(
-            lambda cursor: Deferred.fromCoroutine(work(cursor, *args)))
+        cursor = connection.cursor()
+        await cursor.execute("BEGIN")
+        try:
+            result = await work(cursor, *args)
+            await cursor.execute("COMMIT")
+        except Exception:
+            await _rollback(connection, cursor)
+            raise
+        return result
     except (OperationalError, InterfaceError) as error:
         raise Unavailable(f"the user database is unavailable: {_first_line(error)}") from None
     except DriverError as error:
         raise MigrationFailed(name, _first_line(error)) from None
+    except Exception as error:
+        # The connection closed under the cursor (ConnectionDone and the like).
+        if _is_closed(connection):
+            raise Unavailable("the connection to the user database was lost") from None
+        raise
+
+
+async def _rollback(connection: Connection, cursor) -> None:
+    # On a closed connection there is nothing to roll back: the server already did.
+    if _is_closed(connection):
+        return
+    try:
+        await cursor.execute("ROLLBACK")
+    except Exception as error:
+        log.warn("rollback after a failed migration step failed: {error}",
+                 error=_first_line(error))
+
+
+def _is_closed(connection: Connection) -> bool:
+    raw = connection.pollable()
+    return raw is None or bool(raw.closed)
+
+
+def _close(connection: Connection) -> None:
+    if connection.pollable() is not None:
+        connection.close()
+
+
+def _where(dsn: str) -> str:
+    """host:port/dbname of a DSN, for messages (never its password)."""
+    try:
+        params = parse_dsn(dsn)
+    except DriverError:
+        return "(unparsable DSN)"
+    host = params.get("host") or "local socket"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
 
 
 async def _lock(cursor) -> None:

@@ -6,12 +6,18 @@ wraps its `ConnectionPool`: when a connection dies it drops the whole pool,
 refuses queries at once with `Unavailable` while the database is away, and
 rebuilds it on a clock-driven backoff until the database answers again.
 
+A slow database cannot pile up logins: every connection has a server-side
+statement_timeout, connecting has a reactor-side deadline (psycopg2's async
+connections ignore connect_timeout), and at most `max_waiting` queries wait for
+a busy pool; beyond that, and past the deadline, callers get `Unavailable` at once.
+
 Driver errors never leave this module: a unique violation on the email becomes
 `EmailInUse`, anything else `Unavailable` (retryable).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
@@ -42,6 +48,7 @@ class PoolState:
     total: int
     available: bool
     failed_attempts: int       # reconnection attempts failed since the database went away
+    waiting: int = 0           # queries waiting for a free connection now
 
 
 def reconnect_delay(failures: int, initial: float = 0.5, maximum: float = 30.0,
@@ -135,7 +142,8 @@ class ResilientPool(Service):
 
     def __init__(self, reactor, dsn: str, size: int = 5, statement_timeout_ms: int = 5000,
                  clock=None, connect_timeout: float = 5.0, query_timeout: float | None = None,
-                 initial_delay: float = 0.5, max_delay: float = 30.0) -> None:
+                 initial_delay: float = 0.5, max_delay: float = 30.0,
+                 max_waiting: int = 100) -> None:
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
         self._dsn = dsn
@@ -145,6 +153,13 @@ class ResilientPool(Service):
         # connection that went silent (or a queue of waiters too long to serve).
         self._query_timeout = query_timeout or statement_timeout_ms / 1000 + 2.0
         self._initial_delay, self._max_delay = initial_delay, max_delay
+        # Admission: at most `size` queries run (one per connection) and at most
+        # `max_waiting` wait; txpostgres' own queue is unbounded and never gives up.
+        self._max_waiting = max_waiting
+        self._running = 0                            # queries on the current pool's connections
+        self._waiting: deque[Deferred] = deque()     # callers waiting for a connection, FIFO
+        self.peak_waiting = 0                        # most callers ever waiting at once
+        self.refused_busy = 0                        # queries refused because the queue was full
         self._connect_kwargs = {
             # Sent in the startup packet: no extra round trip per connection.
             "options": f"-c statement_timeout={int(statement_timeout_ms)}",
@@ -204,7 +219,8 @@ class ResilientPool(Service):
         """Connections open now, out of `size`; for the /metrics gauges."""
         connected = sum(1 for c in self._connections if _is_open(c))
         return PoolState(connected=connected, total=self.size,
-                         available=self._pool is not None, failed_attempts=self._failures)
+                         available=self._pool is not None, failed_attempts=self._failures,
+                         waiting=len(self._waiting))
 
     # -- queries ------------------------------------------------------------
 
@@ -233,8 +249,18 @@ class ResilientPool(Service):
             pool = self._pool
         if pool is None:
             raise Unavailable("the user database is unavailable")
+        started = self._clock.seconds()
+        await self._admit()
+        pool = self._pool
+        if pool is None:                 # went down while we waited
+            self._release(None)
+            raise Unavailable("the user database is unavailable")
+        # One deadline for the wait and the statement together.
+        left = max(0.0, self._query_timeout - (self._clock.seconds() - started))
         try:
-            return await within(call(pool), self._query_timeout, self._clock)
+            query = call(pool)
+            query.addBoth(self._release, pool)
+            return await within(query, left, self._clock)
         except DeadlineExceeded:
             raise Unavailable("the user database did not answer in time") from None
         except DriverError as error:
@@ -249,6 +275,37 @@ class ResilientPool(Service):
             # The connection was closed under the query (ConnectionDone, ...).
             self._check_health(pool)
             raise Unavailable(f"the user database is unavailable: {type(error).__name__}") from None
+
+    async def _admit(self) -> None:
+        """Take a connection slot, waiting in line if all are busy; raises Unavailable."""
+        if self._running < self.size and not self._waiting:
+            self._running += 1
+            return
+        if len(self._waiting) >= self._max_waiting:
+            self.refused_busy += 1
+            raise Unavailable(f"the user database is overloaded ({len(self._waiting)} queries"
+                              " waiting); try again")
+        waiter: Deferred = Deferred()
+        self._waiting.append(waiter)
+        self.peak_waiting = max(self.peak_waiting, len(self._waiting))
+        try:
+            await within(waiter, self._query_timeout, self._clock)
+        except DeadlineExceeded:
+            # Leave the line so the query never runs after its caller gave up.
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+            raise Unavailable("the user database did not answer in time") from None
+        # The slot was handed over by _release (still counted in _running).
+
+    def _release(self, result, pool: "_TxPool | None" = None):
+        """A query finished: hand its slot to the next waiter (passes `result` through)."""
+        if pool is not None and pool is not self._pool:
+            return result                # a dropped pool's query: its slot was reset
+        if self._waiting:
+            self._waiting.popleft().callback(None)
+        else:
+            self._running = max(0, self._running - 1)
+        return result
 
     # -- reconnection -------------------------------------------------------
 
@@ -305,15 +362,20 @@ class ResilientPool(Service):
 
     def _drop_pool(self) -> None:
         connections, self._connections, self._pool = self._connections, set(), None
+        # Queries of the dropped pool fail as their connections close; they no
+        # longer hold slots of the next pool. Waiters go on and find it down.
+        self._running = 0
+        while self._waiting:
+            self._waiting.popleft().callback(None)
         for connection in connections:
             _close_quietly(connection)
 
 
 def make_pool(reactor, dsn: str, size: int = 5, statement_timeout_ms: int = 5000,
-              clock=None) -> ResilientPool:
+              clock=None, connect_timeout: float = 5.0, max_waiting: int = 100) -> ResilientPool:
     """A pool for `dsn`, not started yet (start it, or add it to the node's services)."""
     return ResilientPool(reactor, dsn, size=size, statement_timeout_ms=statement_timeout_ms,
-                         clock=clock)
+                         clock=clock, connect_timeout=connect_timeout, max_waiting=max_waiting)
 
 
 def pool_from_config(reactor, config: DatabaseConfig, dsn: str | None = None) -> ResilientPool:
@@ -321,7 +383,8 @@ def pool_from_config(reactor, config: DatabaseConfig, dsn: str | None = None) ->
     chosen = dsn or config.dsn
     if not chosen:
         raise ValueError("no database DSN: set database.dsn or DATABASE_URL")
-    return make_pool(reactor, chosen, config.pool_size, config.statement_timeout_ms)
+    return make_pool(reactor, chosen, config.pool_size, config.statement_timeout_ms,
+                     connect_timeout=config.connect_timeout, max_waiting=config.max_waiting)
 
 
 class PostgresUserStore:
