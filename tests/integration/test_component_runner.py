@@ -9,10 +9,6 @@ again and re-registers.
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -25,7 +21,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.integration.dev_node import SHIPPED_CONFIG, start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
-from tests.integration.processes import WAMPCHAT, free_port, sleep
+from tests.integration.processes import free_port, sleep
+from tests.services.external import ComponentProcess, service_account_env
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
 from wampchat.cli import build_runtime
 from wampchat.component_runner import SetupError, transport_for
@@ -34,7 +31,6 @@ from wampchat.config_types import Endpoint, TransportConfig
 from wampchat.dev.issuer import DevIssuer, realms_resource
 
 CRA_SECRET = "cra-backend-secret"
-ACTIVITY = "wampchat.services.activity.ActivityService"
 REGISTER_TRIES = 150            # x 0.2 s: up to ~30 s for a component to (re-)register
 
 
@@ -55,49 +51,6 @@ def bare_node(users_database):  # noqa: F811 (pytest fixture injection)
     pytest_twisted.blockon(within(node.transports[1].ready))
     yield port, issuer, node
     stop_node(node)
-
-
-def service_account_env(issuer_url: str) -> dict[str, str]:
-    return {"WAMPCHAT_TOKEN_URL": f"{issuer_url}/protocol/openid-connect/token",
-            "WAMPCHAT_CLIENT_ID": "wampchat-backend",
-            "WAMPCHAT_CLIENT_SECRET": "wampchat-backend-secret"}
-
-
-class ComponentProcess:
-    """`wampchat component CLASS --url URL --realm wampchat` with its output in a file."""
-
-    def __init__(self, url: str, credentials: dict[str, str], directory: Path,
-                 classname: str = ACTIVITY) -> None:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("WAMPCHAT_") and k != "DATABASE_URL"}
-        env.update(PYTHONUNBUFFERED="1", **credentials)
-        self.log_path = directory / "component.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [WAMPCHAT, "component", classname, "--url", url, "--realm", "wampchat"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=directory)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def stop(self) -> str:
-        """SIGTERM; it must exit 0 within 10 s without a traceback. Its output."""
-        self.proc.send_signal(signal.SIGTERM)
-        for _ in range(100):
-            if self.proc.poll() is not None:
-                break
-            await sleep(0.1)
-        output = self.output()
-        assert self.proc.returncode == 0, output
-        assert "Traceback" not in output, output
-        return output
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture(params=[("service-account", "ws"), ("wampcra", "ws"), ("service-account", "rs")],

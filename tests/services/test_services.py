@@ -7,6 +7,7 @@ Node (tests/js/chat_participant.js, driven line by line by JsParticipant).
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 
 import psycopg2
@@ -23,6 +24,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
+from tests.services.external import ACTIVITY, CHAT, ComponentProcess, service_account_env
 from tests.services.js_participant import JsParticipant
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
 from wampchat.dev.issuer import DevIssuer
@@ -119,6 +121,13 @@ class Chat:
                                self.issuer.mint(username))
         self.js_clients.append(client)
         await client.joined()
+        for procedure, args in (("rpc.activity.list", []), ("chat.history", ["chat.main"])):
+            for _ in range(400):    # as in _services_ready
+                reply = await client.request("call", procedure=procedure, args=args)
+                if reply.get("error") != "wamp.error.no_such_procedure":
+                    break
+                await sleep(0.05)
+            assert reply["event"] == "result", reply
         for topic in topics:
             reply = await client.request("subscribe", topic=topic)
             assert reply["event"] == "subscribed", reply
@@ -136,7 +145,7 @@ class Chat:
         return 0.0
 
     async def _services_ready(self, client: ChatClient) -> None:
-        for _ in range(100):
+        for _ in range(400):        # up to ~20 s: external components start as processes
             try:
                 await client.call("rpc.activity.list")
                 await client.call("chat.history", "chat.main")
@@ -206,16 +215,38 @@ def chat_without_service(users_database):  # noqa: F811 (pytest fixture injectio
     stop_node(node)
 
 
-@pytest.fixture
-def chat(users_database):  # noqa: F811 (pytest fixture injection)
-    """The shipped crossbar-like.yaml with leave_grace GRACE, its own dev issuer."""
+def without_components(config):
+    with_leave_grace(config)            # the same shipped services, checked
+    return dataclasses.replace(config, components=())
+
+
+@pytest.fixture(params=["in-process", "external"])
+def chat(request, users_database, tmp_path):  # noqa: F811 (pytest fixture injection)
+    """The shipped crossbar-like.yaml with leave_grace GRACE, its own dev issuer; the
+    services in-process (as shipped) or as `wampchat component` processes that
+    authenticate with a service-account token from that issuer."""
     clear_history(users_database)      # the database is shared by the session's tests
-    port, issuer, node = start_dev_node(users_database, transform=with_leave_grace)
+    external = request.param == "external"
+    port, issuer, node = start_dev_node(
+        users_database, transform=without_components if external else with_leave_grace)
     pytest_twisted.blockon(Deferred.fromCoroutine(database_ready(node)))
+    processes = []
+    if external:
+        url, credentials = f"ws://127.0.0.1:{port}/ws", service_account_env(issuer.issuer)
+        processes = [
+            ComponentProcess(url, credentials, tmp_path, CHAT,
+                             extra=json.dumps({"leave_grace": GRACE, "dsn": users_database})),
+            ComponentProcess(url, credentials, tmp_path, ACTIVITY)]
     session = Chat(port, issuer)
-    yield session
-    pytest_twisted.blockon(Deferred.fromCoroutine(session.close()))
-    stop_node(node)
+    try:
+        yield session
+        pytest_twisted.blockon(Deferred.fromCoroutine(session.close()))
+        for process in processes:
+            pytest_twisted.blockon(Deferred.fromCoroutine(process.stop()))
+    finally:
+        for process in processes:
+            process.kill()
+        stop_node(node)
 
 
 A, B = "alice@example.com", "bob@example.com"

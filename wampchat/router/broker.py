@@ -146,11 +146,13 @@ class Broker:
 
     def remove_session(self, session_id: int) -> None:
         """The session left: drop it from every subscription (meta events as for UNSUBSCRIBE)."""
-        for subscription_id in list(self._by_session.get(session_id, ())):
-            subscription = self._by_id.get(subscription_id)
-            if subscription is not None:
-                self._remove_subscriber(session_id, subscription)
-        self._by_session.pop(session_id, None)
+        held = [self._by_id[i] for i in self._by_session.pop(session_id, ()) if i in self._by_id]
+        # Out of all of them before any meta event: the leaving session has already sent or
+        # been sent GOODBYE, so not one more EVENT (e.g. its own on_unsubscribe) may reach it.
+        for subscription in held:
+            subscription.subscribers.pop(session_id, None)
+        for subscription in held:
+            self._remove_subscriber(session_id, subscription)
 
     def remove_forbidden(self, session: RouterSession) -> list[int]:
         """Drop subscriptions the session's (new) role may not hold; their ids."""
