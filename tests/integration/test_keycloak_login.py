@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import pytest_twisted
 from autobahn.twisted.wamp import ApplicationSession
@@ -91,3 +93,65 @@ async def test_expired_and_forged_tokens_are_refused(keycloak_node):
     header, payload, signature = forged.split(".")
     outcome, details = await login(port, ".".join([header, payload, signature[::-1]]))
     assert outcome == "abort" and details.reason == "wamp.error.authentication_failed"
+
+
+# -- session lifetime: expiry and refresh over real sockets ------------------------------
+
+LEEWAY = 1      # the node below: tokens live only a second past exp
+
+
+def short_leeway(config):
+    """The shipped config with leeway LEEWAY on the keycloak authenticators."""
+    transports = []
+    for transport in config.transports:
+        auth = tuple(replace(method, keycloak=replace(method.keycloak, leeway=LEEWAY))
+                     if method.keycloak is not None else method for method in transport.auth)
+        transports.append(replace(transport, auth=auth))
+    return replace(config, transports=tuple(transports))
+
+
+@pytest.fixture
+def short_leeway_node(users_database):  # noqa: F811 (pytest fixture injection)
+    port, issuer, node = start_dev_node(users_database, transform=short_leeway)
+    clients: list = []
+    yield port, issuer, clients
+    stop_node(node)
+    for client in clients:
+        if client.is_attached():
+            client.leave()
+
+
+@pytest_twisted.ensureDeferred
+async def test_session_ends_at_token_expiry_unless_refreshed(short_leeway_node):
+    """Tokens expiring in 2 s: an idle session gets GOODBYE wampchat.close.token_expired at
+    exp + leeway; wampchat.session.refresh with a fresh token for the same user moves the
+    deadline; a token for another user is refused and the old deadline stands."""
+    from autobahn.wamp.exception import ApplicationError
+
+    from tests.integration.test_backchannel_logout import connect
+    from wampchat import errors
+
+    port, issuer, clients = short_leeway_node
+    exp = int(reactor().seconds()) + 2
+    idle = await connect(port, issuer.mint("alice", exp=exp), clients)
+    renewed = await connect(port, issuer.mint("alice", exp=exp), clients)
+    hijacker = await connect(port, issuer.mint("alice", exp=exp), clients)
+
+    fresh_exp = int(reactor().seconds()) + 120
+    answer = await within(renewed.call("wampchat.session.refresh",
+                                       issuer.mint("alice", exp=fresh_exp)))
+    assert answer == {"status": "ok", "expires_at": fresh_exp}
+    with pytest.raises(ApplicationError) as refused:
+        await within(hijacker.call("wampchat.session.refresh", issuer.mint("bob")))
+    assert refused.value.error == errors.AUTHENTICATION_FAILED
+    assert "wrong_subject" in refused.value.args[0]
+
+    for client in (idle, hijacker):
+        details = await within(client.left, 10)
+        assert details.reason == errors.CLOSE_TOKEN_EXPIRED
+    assert reactor().seconds() >= exp + LEEWAY - 0.5       # not before exp + leeway
+    assert not renewed.left.called
+    # Still a working session past the old deadline.
+    again = await within(renewed.call("wampchat.session.refresh",
+                                      issuer.mint("alice", exp=fresh_exp + 1)))
+    assert again["expires_at"] == fresh_exp + 1
