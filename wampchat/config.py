@@ -270,7 +270,8 @@ _LIMITS: dict[str, Parse] = {
     "max_connections": _integer(0), "max_connections_per_address": _integer(0),
     "message_rate": _number, "message_burst": _integer(1),
     "rate_exempt_roles": _items(_text(True), "a list of role names"),
-    "max_subscriptions_per_session": _integer(1), "max_registrations_per_session": _integer(1)}
+    "max_subscriptions_per_session": _integer(1), "max_registrations_per_session": _integer(1),
+    "max_failed_logins_per_address": _integer(0), "failed_login_block_seconds": _number}
 _DATABASE: dict[str, Parse] = {"dsn": _string, "pool_size": _integer(1),
                                "statement_timeout_ms": _integer(0), "migrate_on_start": _boolean,
                                "connect_timeout": _numeric(float, 0.001),

@@ -157,6 +157,8 @@ class LimitsConfig:
     rate_exempt_roles: tuple[str, ...] = ("backend",)
     max_subscriptions_per_session: int = 1000
     max_registrations_per_session: int = 1000
+    max_failed_logins_per_address: int = 0         # then the address is blocked; 0: off
+    failed_login_block_seconds: float = 30.0       # the counting window, and the block
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from wampchat.auth.logout import logout_resource_for
 from wampchat.components import attach_component
 from wampchat.config_types import NodeConfig, TransportConfig
 from wampchat.metrics import Metrics
-from wampchat.router.admission import Admission
+from wampchat.router.admission import admission_for
 from wampchat.router.realm import Realm
 from wampchat.router.session import RouterContext, install_refresh
 from wampchat.transport.web import listen
@@ -154,8 +154,7 @@ def build_node(config: NodeConfig, reactor, keycloak_factory: Callable | None = 
         metrics.watch_realm(realm)
     root = RouterService(reactor, realms)
     node = Node(service=root, realms=realms, metrics=metrics)
-    admission = Admission(config.limits.max_connections,
-                          config.limits.max_connections_per_address)   # one for all transports
+    admission = admission_for(config.limits, reactor)      # one for all transports
     for transport_config in config.transports:
         authenticators = build_authenticators(transport_config.auth, realms, reactor,
                                               keycloak_factory=keycloak_factory)

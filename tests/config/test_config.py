@@ -344,6 +344,8 @@ def test_limits_parse_and_bad_limits_name_their_key():
     assert (shipped.message_rate, shipped.message_burst, shipped.rate_exempt_roles) == \
         (50.0, 200, ("backend",))
     assert (shipped.max_connections, shipped.max_connections_per_address) == (20000, 1000)
+    assert (shipped.max_failed_logins_per_address, shipped.failed_login_block_seconds) == \
+        (200, 30.0)
     data = minimal()
     data["limits"] = {"message_rate": "2.5", "rate_exempt_roles": ["backend", "admin"],
                       "max_subscriptions_per_session": 10}

@@ -94,3 +94,40 @@ async def test_rate_limited_calls_get_the_error_and_publishes_are_dropped(net):
         "wampchat_messages_dropped_total", {"reason": "rate_limited"})
     assert dropped == 5                   # 1 call + 3 publishes + 1 acknowledged publish
     assert user.is_attached() and callee.is_attached()
+
+
+async def join_from(port: int, address: str, ticket: str):
+    """A ticket client joined from a given loopback address (127.0.0.0/8 is all loopback)."""
+    from autobahn.twisted.websocket import WampWebSocketClientFactory
+    from autobahn.wamp.serializer import JsonSerializer
+
+    from tests.integration.conftest import Client
+
+    session = Client(["ticket"], ticket)
+    factory = WampWebSocketClientFactory(lambda: session, url=f"ws://127.0.0.1:{port}/ws",
+                                         serializers=[JsonSerializer()])
+    await TCP4ClientEndpoint(reactor(), "127.0.0.1", port, timeout=5,
+                             bindAddress=(address, 0)).connect(factory)
+    return session
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_address_with_too_many_failed_logins_is_refused_at_accept(net):
+    admission = Admission(max_failed_logins=3, block_seconds=30, clock=reactor())
+    net.router.context.admission = admission
+    port = await net.listen("web")
+    for _ in range(3):
+        attacker = await join_from(port, "127.0.0.3", "user:")     # malformed: refused
+        with pytest.raises(RuntimeError, match="not welcomed"):
+            await within(attacker.joined)
+    assert admission.blocked("127.0.0.3")
+    assert refused_logins(net, "address_blocked") == 1
+    # its next connection is closed at accept: no HTTP answer, no WebSocket
+    with pytest.raises(Exception):
+        blocked = await join_from(port, "127.0.0.3", "user:alice")
+        await within(blocked.joined)
+    # every other address is still served
+    other = await join_from(port, "127.0.0.4", "user:bob")
+    assert (await within(other.joined)).authid == "bob"
+    other.leave()
+    await within(other.disconnected)

@@ -139,3 +139,22 @@ def test_admission_counts_per_node_and_per_address():
     assert admission.open == 0 and not admission._by_address
     unlimited = Admission()
     assert all(unlimited.acquire("x") is None for _ in range(1000))
+
+
+def test_failed_logins_block_an_address_for_a_while():
+    clock = Clock()
+    admission = Admission(max_failed_logins=3, block_seconds=30, clock=clock)
+    assert [admission.login_failed("10.0.0.1") for _ in range(3)] == [False, False, True]
+    assert admission.blocked("10.0.0.1") and not admission.blocked("10.0.0.2")
+    clock.advance(29)
+    assert admission.blocked("10.0.0.1")
+    clock.advance(2)
+    assert not admission.blocked("10.0.0.1")
+    # failures spread wider than the window never add up to a block
+    for _ in range(5):
+        admission.login_failed("10.0.0.3")
+        admission.login_failed("10.0.0.3")
+        clock.advance(31)
+    assert not admission.blocked("10.0.0.3")
+    assert not Admission(max_failed_logins=3).login_failed("x")    # no clock: off
+

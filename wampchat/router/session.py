@@ -24,7 +24,7 @@ from wampchat.auth.authenticator import Accept, Authenticator, Challenge, Hello,
 from wampchat.config_types import LimitsConfig
 from wampchat.errors import AuthFailure, RequestError
 from wampchat.router import features
-from wampchat.router.admission import Admission, TokenBucket
+from wampchat.router.admission import Admission, TokenBucket, admission_for
 from wampchat.router.ids import RequestIds
 from wampchat.transport.serializers import InvalidUriRequest
 
@@ -75,8 +75,7 @@ class RouterContext:
         self.clock = clock
         self.limits = limits or LimitsConfig()
         self.observer = observer or SessionObserver()
-        self.admission = admission or Admission(self.limits.max_connections,
-                                                self.limits.max_connections_per_address)
+        self.admission = admission or admission_for(self.limits, clock)
 
     def session(self, info: TransportInfo) -> RouterSession:
         """A new session for a connection described by info."""
@@ -103,6 +102,7 @@ class RouterSession:
         self._accept: Accept | None = None
         self._timers: dict[str, IDelayedCall] = {}  # purpose -> pending timer
         self._rate: TokenBucket | None = None       # None: this session's role is not limited
+        self.address = ""                           # the client's IP (set by socket transports)
         self.realm: Realm | None = None
         self.id = 0
         self.authid = ""
@@ -387,6 +387,13 @@ class RouterSession:
         self._context.observer.login("refused", reason)
         log.warn("login refused from {peer}: {reason}", peer=self.info.peer, reason=reason,
                  retryable=retryable)
+        # A refusal that is the client's doing counts against its address (not ours:
+        # a database outage must not get anyone blocked).
+        if not retryable and self.address and self._context.admission.login_failed(self.address):
+            self._context.observer.login("refused", "address_blocked")
+            log.warn("{address} had too many failed logins: its connections are refused for "
+                     "{seconds} s", address=self.address,
+                     seconds=self._context.admission.block_seconds)
         self.realm = None
         self.close_by_router(uri, text)
 

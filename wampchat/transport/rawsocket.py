@@ -71,6 +71,7 @@ class RouterRawSocketProtocol(WampRawSocketServerProtocol):
         self._serializer = self.factory.serializers[self._serializer.RAWSOCKET_SERIALIZER_ID]
         context = self.factory.context
         session = context.session(TransportInfo(kind="rawsocket", peer=self.peer or "unknown"))
+        session.address = self._slot or ""
         self._session = session
         self._guard = OutboundGuard(context.limits.outbound_buffer_bytes, context.clock,
                                     lambda: end_slow_consumer(session))

@@ -26,6 +26,8 @@ from wampchat.transport.websocket import RouterWebSocketFactory
 
 log = Logger()
 
+LISTEN_BACKLOG = 1024
+
 PLACEHOLDER_PAGE = (b"<!doctype html><html><head><meta charset='utf-8'><title>wampchat</title>"
                     b"</head><body><h1>wampchat</h1><p>The router is running. No web client "
                     b"directory is configured.</p></body></html>")
@@ -139,7 +141,22 @@ def listen(reactor: Any, transport_config: TransportConfig, context: RouterConte
            health: Callable[[], dict[str, Any]] = _ok) -> Deferred:
     """Listen on the transport's TCP endpoint; a Deferred of the IListeningPort."""
     factory = build_factory(transport_config, context, metrics, extra_resources, health)
+    refuse_blocked_addresses(factory, context.admission)
     endpoint_config = transport_config.endpoint
     endpoint_type = TCP6ServerEndpoint if ":" in endpoint_config.interface else TCP4ServerEndpoint
-    endpoint = endpoint_type(reactor, endpoint_config.port, interface=endpoint_config.interface)
+    # A backlog above Twisted's 50, so a burst of connections is queued, not dropped.
+    endpoint = endpoint_type(reactor, endpoint_config.port, backlog=LISTEN_BACKLOG,
+                             interface=endpoint_config.interface)
     return endpoint.listen(factory)
+
+
+def refuse_blocked_addresses(factory: Any, admission: Any) -> None:
+    """Close connections from blocked addresses at accept (no protocol is even built)."""
+    build = factory.buildProtocol
+
+    def build_unless_blocked(addr):
+        if admission.blocked(getattr(addr, "host", "")):
+            return None                      # Twisted closes the connection at once
+        return build(addr)
+
+    factory.buildProtocol = build_unless_blocked

@@ -192,6 +192,7 @@ class RouterWebSocketProtocol(WampWebSocketServerProtocol):
         """Handshake done: create the router session for this connection."""
         assert self._info is not None
         session = self.factory.context.session(self._info)
+        session.address = self._slot or ""
         self._session = session
         self._guard = OutboundGuard(self.factory.context.limits.outbound_buffer_bytes,
                                     self.factory.context.clock, lambda: end_slow_consumer(session))
