@@ -148,52 +148,79 @@ def test_rawsocket_urls():
             transport_for(bad)
 
 
-def node_on_port(dsn: str, port: int, issuer: DevIssuer):
-    """The shipped config without components on port, issuer mounted; not started."""
+def node_on_ports(dsn: str, port: int, raw_port: int, issuer: DevIssuer):
+    """The shipped config without components on port, plus RawSocket on raw_port, the
+    issuer mounted; not started."""
     config = load_config(str(SHIPPED_CONFIG), environ={
         "WAMPCHAT_PORT": str(port), "KEYCLOAK_REALM_URL": issuer.issuer, "DATABASE_URL": dsn})
-    config = dataclasses.replace(config, components=())
+    config = with_rawsocket(config)
+    raw = dataclasses.replace(config.transports[1], endpoint=Endpoint("127.0.0.1", raw_port))
+    config = dataclasses.replace(config, transports=(config.transports[0], raw))
     return build_runtime(config, reactor(), extra_resources={b"realms": realms_resource(issuer)})
 
 
 @pytest_twisted.async_yield_fixture
 async def restartable(users_database, tmp_path):  # noqa: F811 (pytest fixture injection)
-    """Nodes made one after the other on one port; all stopped at teardown."""
+    """Nodes made one after the other on the same two ports; all stopped at teardown."""
     port = free_port()
+    raw_port = free_port()
+    while raw_port == port:
+        raw_port = free_port()
     issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
     nodes = []
 
     async def start():
         # A new issuer each time, as `wampchat dev` makes on every start: new signing key.
         issuer = DevIssuer(issuer_url, reactor())
-        node = node_on_port(users_database, port, issuer)
+        node = node_on_ports(users_database, port, raw_port, issuer)
         nodes.append(node)
         node.service.startService()
         await within(node.transports[0].ready, 10)
+        await within(node.transports[1].ready, 10)
         return node, issuer
 
     try:
-        yield port, start
+        yield port, raw_port, start
     finally:
         for node in nodes:
             if node.service.running:
                 await within(node.service.stopService(), 10)
 
 
+async def crash(node) -> None:
+    """As if the router process died: the kernel closes its connections (FIN, no WAMP
+    GOODBYE, no WebSocket close), then nothing listens any more."""
+    for realm in node.realms.values():
+        for session in list(realm.sessions.values()):
+            session.transport.transport.loseConnection()
+    for _ in range(50):
+        if not any(realm.sessions for realm in node.realms.values()):
+            break
+        await sleep(0.02)
+    await within(node.service.stopService(), 10)     # nobody left to say GOODBYE to
+
+
+@pytest.mark.parametrize("transport", ["ws", "rs"])
+@pytest.mark.parametrize("stop", ["shutdown", "crash"])
 @pytest_twisted.ensureDeferred
-async def test_component_reconnects_and_reregisters_after_router_restart(restartable, tmp_path):
-    """Router stopped under a running component, a new one started on the same port with
-    a new issuer key: the component retries with backoff, its old token is refused, it
-    fetches a new one, joins again and re-registers; users' calls work again."""
-    port, start = restartable
+async def test_component_reconnects_and_reregisters_after_router_restart(restartable, tmp_path,
+                                                                         transport, stop):
+    """Router stopped (GOODBYE system_shutdown) or gone at once under a running component,
+    a new one started on the same ports with a new issuer key: the component retries with
+    backoff, its old token is refused, it fetches a new one, joins again and
+    re-registers; users' calls work again."""
+    port, raw_port, start = restartable
     node, issuer = await start()
-    component = ComponentProcess(f"ws://127.0.0.1:{port}/ws", service_account_env(issuer.issuer),
-                                 tmp_path)
+    url = f"ws://127.0.0.1:{port}/ws" if transport == "ws" else f"rs://127.0.0.1:{raw_port}"
+    component = ComponentProcess(url, service_account_env(issuer.issuer), tmp_path)
     try:
         user = await connect_user(port, issuer.mint("alice"))
         assert await set_status_when_registered(user, component, "busy") == \
             {"status": "ok", "new_status": "busy"}
-        await within(node.service.stopService(), 10)     # GOODBYE system_shutdown to all
+        if stop == "shutdown":
+            await within(node.service.stopService(), 10)     # GOODBYE system_shutdown to all
+        else:
+            await crash(node)
         await sleep(1.5)                                  # a reconnect attempt or two fails
         assert component.proc.poll() is None, component.output()
         node, issuer = await start()
