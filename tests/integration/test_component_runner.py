@@ -224,9 +224,12 @@ async def test_component_reconnects_and_reregisters_after_router_restart(restart
         await sleep(1.5)                                  # a reconnect attempt or two fails
         assert component.proc.poll() is None, component.output()
         node, issuer = await start()
+        restarted = reactor().seconds()
         bob = await connect_user(port, issuer.mint("bob"))
         assert await set_status_when_registered(bob, component, "away") == \
             {"status": "ok", "new_status": "away"}
+        print(f"[{transport}/{stop}] served again {reactor().seconds() - restarted:.2f} s "
+              "after the new router listened")
         assert await within(bob.call("rpc.activity.list")) == \
             [{"authid": "bob@example.com", "status": "away", "sessions": 1}]
         bob.leave()
