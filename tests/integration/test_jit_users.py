@@ -7,20 +7,24 @@ retryable reason, still serves cached ones, and the pool comes back by itself.
 
 from __future__ import annotations
 
+import socket
 import uuid
+from dataclasses import replace
 
 import psycopg2
+from psycopg2.extensions import make_dsn
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.integration.dev_node import build_dev_node
 from tests.integration.conftest import reactor, within
 from tests.integration.test_keycloak_login import keycloak_node, login  # noqa: F401
-from tests.users.conftest import (no_logged_errors, postgres_server, proxy,  # noqa: F401
-                                  users_database)
+from tests.users.conftest import (TcpProxy, no_logged_errors, postgres_server,  # noqa: F401
+                                  proxy, users_database)
+from wampchat.dev.database import endpoint_description
 from wampchat.dev.issuer import DevIssuer
 
 UNAVAILABLE = "wampchat.error.unavailable"
@@ -197,3 +201,58 @@ async def test_outage_refuses_new_users_serves_known_ones_and_recovers(users_dat
     finally:
         globalLogPublisher.removeObserver(observe)
         await within(node.service.stopService(), 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_waits_for_a_black_holed_database_loudly_then_comes_up(users_database,
+                                                                         no_logged_errors):
+    """The database address accepts and never answers: each start-up attempt logs an error
+    and the node does not listen; once the database answers there, the node comes up."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    hole_port = hole.getsockname()[1]
+    port, issuer, node = build_dev_node(
+        make_dsn(users_database, host="127.0.0.1", port=hole_port),
+        transform=lambda c: replace(c, database=replace(c.database, connect_timeout=0.3)))
+    failed_attempts = []
+    second_failure = Deferred()
+
+    def observe(event):
+        if "not listening yet" in (event.get("log_format") or ""):
+            failed_attempts.append(formatEvent(event))
+            if len(failed_attempts) == 2:
+                second_failure.callback(None)
+
+    globalLogPublisher.addObserver(observe)
+    proxy = TcpProxy(reactor(), endpoint_description(users_database))
+    node.service.startService()
+    try:
+        await within(second_failure, 20)
+        assert not node.transports[0].ready.called
+        assert "no answer from the user database at 127.0.0.1:" in failed_attempts[0]
+        assert "within 0.3s" in failed_attempts[0]
+
+        hole.close()                       # the database "arrives" at that address
+        proxy.port = hole_port
+        proxy.start()
+        await within(node.transports[0].ready, 30)
+        sub, token = newcomer(issuer)
+        deadline = reactor().seconds() + 20
+        while True:                        # the pool reconnects on its own backoff
+            outcome, details = await login(port, token)
+            if outcome == "welcome" or reactor().seconds() > deadline:
+                break
+            assert details.reason == UNAVAILABLE, (details.reason, details.message)
+            await deferLater(reactor(), 0.25, lambda: None)
+        assert outcome == "welcome", (details.reason, details.message)
+        assert details.authextra["keycloak_id"] == sub
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        hole.close()
+        await within(node.service.stopService(), 10)
+        if proxy.listening:
+            await within(proxy.stop())
+        # The start-up errors are what this test expects; anything else still fails it.
+        no_logged_errors[:] = [e for e in no_logged_errors
+                               if "not listening yet" not in (e.get("log_format") or "")]

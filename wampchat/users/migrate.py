@@ -108,9 +108,9 @@ async def run_migrations(reactor, dsn: str, migrations: Iterable[Migration] | No
     Raises `Unavailable` when no connection is made within `connect_timeout`
     seconds (on `clock`, the reactor by default).
     """
-    from wampchat.users.postgres import DeadlineExceeded, within
+    from wampchat.users.postgres import DeadlineExceeded, QuietConnection, within
 
-    connection = Connection(reactor)
+    connection = QuietConnection(reactor)
     try:
         await within(connection.connect(dsn), connect_timeout, clock or reactor)
     except DeadlineExceeded:

@@ -90,11 +90,12 @@ def within(deferred: Deferred, seconds: float, clock) -> Deferred:
 
 
 class _Connection(Connection):
-    """A txpostgres Connection that reports its death to the pool instead of to the reactor."""
+    """A txpostgres Connection that reports its death to `on_lost` instead of to the reactor."""
 
-    def __init__(self, reactor, cooperator, on_lost: Callable[["_Connection"], None]) -> None:
+    def __init__(self, reactor, cooperator=None,
+                 on_lost: Callable[["_Connection"], None] | None = None) -> None:
         super().__init__(reactor, cooperator)
-        self._on_lost = on_lost
+        self._on_lost = on_lost or (lambda connection: None)
 
     def doRead(self) -> None:
         try:
@@ -104,10 +105,19 @@ class _Connection(Connection):
             # backend). No query is waiting, so txpostgres would raise into the
             # reactor, which logs an unhandled error; the pool handles it instead.
             self._on_lost(self)
+        except ValueError:
+            # A connect that failed (reset by the peer) leaves libpq without a socket
+            # while psycopg2 does not call the connection closed yet: txpostgres then
+            # re-registers fd -1. Its connect Deferred has already failed.
+            self._on_lost(self)
 
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)
         self._on_lost(self)
+
+
+# For a connection of its own (migrations): never raises into the reactor.
+QuietConnection = _Connection
 
 
 class _TxPool(ConnectionPool):
