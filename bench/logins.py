@@ -355,7 +355,8 @@ def stall_line(r: dict) -> str:
             f" {r['failed_p50_ms'] or 0:.0f} ms, max {r['failed_max_ms'] or 0:.0f} ms;"
             f" queries waiting at most {r['peak_waiting']} (limit {r['max_waiting']},"
             f" pool {r['pool_size']}), refused at once {r['refused_busy']};"
-            f" round trips/attempt {r['round_trips_per_login']:.2f}")
+            f" statements asked for per attempt {r['round_trips_per_login']:.2f}"
+            f" (the refused-at-once never reach the database)")
 
 
 if __name__ == "__main__":
