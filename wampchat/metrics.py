@@ -44,6 +44,10 @@ class Metrics(SessionObserver):
         self.messages_dropped = Counter(
             "wampchat_messages_dropped", "Messages the router did not deliver, by reason",
             ["reason"], registry=reg)
+        self.calls_interrupted = Counter(
+            "wampchat_calls_interrupted", "Calls ended without their callee's answer, by reason "
+            "(callee_left, caller_left, timeout, canceled, shutdown)", ["reason"], registry=reg)
+        self._interrupted_children: dict[str, Any] = {}
         self.protocol_violations = Counter(
             "wampchat_protocol_violations", "Sessions ended for breaking the WAMP protocol",
             registry=reg)
@@ -101,8 +105,16 @@ class Metrics(SessionObserver):
     # -- what the node and other modules register ---------------------------------------
 
     def watch_realm(self, realm: Any) -> None:
-        """Report len(realm.sessions) as wampchat_sessions{realm=...}, read at scrape time."""
+        """Report len(realm.sessions) as wampchat_sessions{realm=...}, read at scrape time,
+        and count the realm's calls ended without their callee's answer."""
         self.sessions.labels(realm.name).set_function(lambda: len(realm.sessions))
+        realm.dealer.on_call_interrupted = self.call_interrupted
+
+    def call_interrupted(self, reason: str) -> None:
+        child = self._interrupted_children.get(reason)
+        if child is None:
+            child = self._interrupted_children[reason] = self.calls_interrupted.labels(reason)
+        child.inc()
 
     def jwks_fetched(self, outcome: str) -> None:
         """The JwksCache ``on_fetch`` hook: outcome "ok" or "error"."""

@@ -379,3 +379,34 @@ def test_router_procedures_cannot_be_registered(router):
     backend.send(message.Register(1, "wamp.session.count"))
     router.pump()
     assert backend.last.error == "wamp.error.procedure_already_exists"
+
+
+def test_interrupted_calls_are_counted_by_reason(router):
+    from wampchat.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.watch_realm(router.realm)
+    callee = router.join("backend", roles=CANCELING_ROLES)
+    callee.register("rpc.slow")
+    caller = router.join("user", roles=CANCELING_ROLES)
+
+    def count(reason):
+        return metrics.registry.get_sample_value("wampchat_calls_interrupted_total",
+                                                 {"reason": reason}) or 0
+
+    caller.send(message.Call(caller.request(), "rpc.slow", timeout=1000))
+    router.pump()
+    router.clock.advance(1.5)
+    router.pump()
+    request = caller.request()
+    caller.send(message.Call(request, "rpc.slow"))
+    router.pump()
+    caller.send(message.Cancel(request, mode="killnowait"))
+    router.pump()
+    caller.send(message.Call(caller.request(), "rpc.slow"))
+    router.pump()
+    assert router.realm.dealer.cancel_all("the router is shutting down") == 1
+    router.pump()
+    assert (count("timeout"), count("canceled"), count("shutdown")) == (1, 1, 1)
+    errors_seen = [m.error for m in caller.received(message.Error)]
+    assert errors_seen == ["wamp.error.timeout", "wamp.error.canceled", "wamp.error.canceled"]

@@ -155,6 +155,9 @@ class Dealer:
         # session id -> its calls in flight as caller or callee (a dict as an ordered set),
         # so a session leaving touches its own calls only
         self._flights_of: dict[int, dict[CallInFlight, None]] = {}
+        # Called with the reason whenever a call ends without its callee's answer
+        # (callee_left, caller_left, timeout, canceled, shutdown): the node's metrics.
+        self.on_call_interrupted: Callable[[str], None] = lambda reason: None
         self.builtins: dict[str, Builtin] = {}                    # procedure -> router function
         self.meta: MetaEvents | None = None
 
@@ -287,6 +290,7 @@ class Dealer:
         mode = msg.mode or "kill"
         if mode != "skip" and not flight.callee.supports("callee", "call_canceling"):
             mode = "skip"      # the callee cannot be interrupted: answer the caller now
+        self.on_call_interrupted("canceled")
         if mode == "kill":
             flight.interrupted = True
             flight.callee.send(message.Interrupt(flight.invocation, mode="kill",
@@ -304,6 +308,7 @@ class Dealer:
         if self._by_invocation.get((flight.callee.id, flight.invocation)) is not flight:
             return
         self._finish(flight)
+        self.on_call_interrupted("timeout")
         if flight.callee.supports("callee", "call_canceling"):
             flight.callee.send(message.Interrupt(flight.invocation, mode="killnowait",
                                                  reason=errors.TIMEOUT))
@@ -381,8 +386,14 @@ class Dealer:
             if registration is not None:
                 self._remove_callee(session, registration)
         self._by_session.pop(session.id, None)
-        for flight in list(self._flights_of.get(session.id, ())):
+        flights = list(self._flights_of.get(session.id, ()))
+        if flights:
+            log.info("session {session_id} left with {count} calls in flight: their callers "
+                     "get ERROR canceled, their callees INTERRUPT", session_id=session.id,
+                     count=len(flights))
+        for flight in flights:
             self._finish(flight)
+            self.on_call_interrupted("callee_left" if flight.callee is session else "caller_left")
             if flight.callee is session and flight.caller is not session:
                 flight.caller.send(message.Error(
                     message.Call.MESSAGE_TYPE, flight.call_request, errors.CANCELED,
@@ -396,6 +407,7 @@ class Dealer:
         flights = list(self._by_call.values())
         for flight in flights:
             self._finish(flight)
+            self.on_call_interrupted("shutdown")
             if flight.callee.supports("callee", "call_canceling"):
                 flight.callee.send(message.Interrupt(flight.invocation, mode="killnowait",
                                                      reason=errors.CANCELED))
