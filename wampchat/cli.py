@@ -171,7 +171,8 @@ def parser() -> argparse.ArgumentParser:
     component = commands.add_parser(
         "component", help="run a service session (ApplicationSession class) out of process")
     component.add_argument("classname", help="dotted path of the ApplicationSession subclass")
-    component.add_argument("--url", required=True, help="ws://host:port/ws or tcp://host:port")
+    component.add_argument("--url", required=True,
+                           help="ws://host:port/ws, or rs://host:port (tcp://) for RawSocket")
     component.add_argument("--realm", required=True)
     component.add_argument("--extra", default=None, help="JSON object passed as config.extra")
     component.add_argument("--token-url", default=None,
