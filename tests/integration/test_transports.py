@@ -322,3 +322,31 @@ async def test_a_subscriber_that_does_not_read_is_ended_as_slow_consumer(net, ki
     assert len(net.router.realm.sessions) == 2  # the stalled subscriber is gone
     assert net.router.metrics.registry.get_sample_value(
         "wampchat_messages_dropped_total", {"reason": "slow_consumer"}) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_slowloris_headers_are_cut_off_at_the_handshake_deadline(net):
+    """A client dribbling header bytes is disconnected at open_handshake_timeout; others join."""
+    from twisted.internet import protocol as tprotocol, task
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    from tests.integration.conftest import RawSocketPeer, reactor
+
+    port = await net.listen("web", options=WebSocketOptions(auto_ping_interval=0,
+                                                            open_handshake_timeout=1.0))
+    idle = await TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(
+        tprotocol.Factory.forProtocol(RawSocketPeer))           # connects, sends nothing
+    dribbler = await TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(
+        tprotocol.Factory.forProtocol(RawSocketPeer))
+    dribbler.transport.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+    dribbled = 0
+    while dribbled < 40 and not dribbler.lost.called:          # a header byte every 0.1 s
+        dribbler.transport.write(b"X")
+        dribbled += 1
+        await task.deferLater(reactor(), 0.1, lambda: None)
+    assert dribbler.lost.called, "still connected after 4 s of dribbling"
+    await within(idle.lost, 5)
+    # a WebSocket session lives on well past the deadline (the HTTP timers stand down)
+    client = await net.websocket(port)
+    await task.deferLater(reactor(), 1.5, lambda: None)
+    assert await client.call("wamp.session.count") >= 1

@@ -21,6 +21,7 @@ from twisted.web.server import Site
 
 from wampchat.config_types import TransportConfig
 from wampchat.router.session import RouterContext
+from wampchat.transport.http_channel import IDLE_TIMEOUT, deadline_channel
 from wampchat.transport.rawsocket import RouterRawSocketFactory
 from wampchat.transport.websocket import RouterWebSocketFactory
 
@@ -114,7 +115,8 @@ def build_site(context: RouterContext, transport_config: TransportConfig, metric
     root.putChild(b"metrics", MetricsResource(_registry_of(metrics)))
     for path, child in (extra_resources or {}).items():
         root.putChild(path, child)
-    site = Site(root)
+    site = Site(root, timeout=IDLE_TIMEOUT)
+    site.protocol = deadline_channel(transport_config.options.open_handshake_timeout)
     site.noisy = False
     return site
 
