@@ -186,3 +186,20 @@ def test_meta_api_subscriptions_cause_no_meta_events(router):
     other.subscribe("wamp.session.on_join")
     other.subscribe("news.sports")
     assert [args[1]["uri"] for args in meta_events(watcher, on_create)] == ["news.sports"]
+
+
+def test_a_leaving_session_gets_no_event_about_its_own_leaving(router):
+    """Its own on_unsubscribe/on_leave would arrive after GOODBYE: a protocol error for it."""
+    watcher = router.join("backend", "watcher")
+    for topic in ("wamp.subscription.on_unsubscribe", "wamp.subscription.on_delete",
+                  "wamp.session.on_leave", "news.a"):
+        watcher.subscribe(topic)
+    other = router.join("backend", "other")
+    other.subscribe("wamp.subscription.on_unsubscribe")
+    watcher.clear()
+    watcher.send(message.Goodbye("wamp.close.normal"))
+    router.pump()
+    kinds = [type(m).__name__ for m in watcher.messages]
+    assert kinds == ["Goodbye"], kinds
+    # the others still hear about it
+    assert any(isinstance(m, message.Event) for m in other.messages)
