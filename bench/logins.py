@@ -67,7 +67,7 @@ def serve_router(options: dict[str, Any]) -> None:
     from wampchat.cli import build_runtime, start_logging
     from wampchat.config import load_config
     from wampchat.dev.issuer import DevIssuer, realms_resource
-    from wampchat.users.postgres import ResilientPool
+    from wampchat.users.pool import ResilientPool
 
     counts = {"SELECT": 0, "INSERT": 0, "UPDATE": 0, "other": 0}
 
@@ -273,7 +273,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-stall", action="store_true", help="skip the stalled-database step")
     parser.add_argument("--stall-logins", type=int, default=400)
     parser.add_argument("--stall-concurrency", type=int, default=200)
-    parser.add_argument("--keep-logs", action="store_true", help="copy the router log to bench/results/")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="copy the router log to bench/results/")
     parser.add_argument("--serve-router", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -101,7 +101,7 @@ class MigrationService(Service):
             log.error("database migrations failed: {error}", error=failure.getErrorMessage())
             self._finish()
             return
-        from wampchat.users.postgres import reconnect_delay
+        from wampchat.users.pool import reconnect_delay
 
         delay = reconnect_delay(self.attempts - 1, self._initial_delay, self._max_delay)
         log.error("database migrations failed (attempt {attempt}): {error}; the node is not"
@@ -120,7 +120,8 @@ def user_services(config: NodeConfig, reactor, dsn: str | None = None):
     if not chosen:
         return None, []
     from wampchat.users.directory import UserDirectory
-    from wampchat.users.postgres import PostgresUserStore, pool_from_config
+    from wampchat.users.pool import pool_from_config
+    from wampchat.users.postgres import PostgresUserStore
 
     pool = pool_from_config(reactor, config.database, dsn=chosen)
     services: list[Service] = [pool]

@@ -1,7 +1,8 @@
 """Just-in-time users: the store seam, PostgreSQL behind it, and the cached directory in front.
 
-Import PostgreSQL pieces from wampchat.users.postgres and migrations from
-wampchat.users.migrate; the names here are what the authenticator needs.
+Import the pool from wampchat.users.pool, the store from wampchat.users.postgres
+and migrations from wampchat.users.migrate; the names here are what the
+authenticator needs.
 """
 
 from wampchat.users.directory import UserDirectory, authid_of

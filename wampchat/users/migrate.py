@@ -108,7 +108,7 @@ async def run_migrations(reactor, dsn: str, migrations: Iterable[Migration] | No
     Raises `Unavailable` when no connection is made within `connect_timeout`
     seconds (on `clock`, the reactor by default).
     """
-    from wampchat.users.postgres import DeadlineExceeded, QuietConnection, within
+    from wampchat.users.pool import DeadlineExceeded, QuietConnection, within
 
     connection = QuietConnection(reactor)
     try:
