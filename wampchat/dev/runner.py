@@ -7,8 +7,10 @@ the router's own web transport when the configured issuer points there.
 
 from __future__ import annotations
 
+import os
 import sys
-from urllib.parse import urlsplit
+from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
 
 from twisted.logger import Logger
 
@@ -45,6 +47,30 @@ def served_issuer(config: NodeConfig) -> str | None:
     return None
 
 
+def follow_web_port(config: NodeConfig, environ=None) -> NodeConfig:
+    """`WAMPCHAT_PORT=9000 wampchat dev`: the default loopback issuer moves with the port.
+
+    Only when KEYCLOAK_REALM_URL is not set and the configured issuer is a loopback
+    /realms/<name> URL on another port than the web transport's.
+    """
+    environ = os.environ if environ is None else environ
+    web = _web_transport(config)
+    if environ.get("KEYCLOAK_REALM_URL") or web is None or served_issuer(config) is not None:
+        return config
+
+    def moved(method):
+        url = urlsplit(method.keycloak.issuer) if method.keycloak is not None else None
+        if url is None or url.hostname not in ("127.0.0.1", "localhost") \
+                or len(url.path.strip("/").split("/")) != 2 \
+                or url.path.strip("/").split("/")[0] != "realms":
+            return method
+        issuer = urlunsplit((url.scheme, f"{url.hostname}:{web.endpoint.port}", url.path, "", ""))
+        return replace(method, keycloak=replace(method.keycloak, issuer=issuer))
+
+    return replace(config, transports=tuple(
+        replace(t, auth=tuple(moved(m) for m in t.auth)) for t in config.transports))
+
+
 def backchannel_logout_url(issuer_url: str) -> str:
     """The router's /backchannel-logout on the web transport that serves issuer_url."""
     url = urlsplit(issuer_url)
@@ -78,6 +104,7 @@ def run_dev(config: NodeConfig, data_dir: str | None = None) -> int:
 
     from wampchat.cli import _until_stopped, build_runtime
 
+    config = follow_web_port(config)
     database = None
     dsn = config.database.dsn
     if not dsn:

@@ -3,6 +3,12 @@
 ``build_site`` makes the twisted.web ``Site``; ``listen`` opens the TCP endpoint of
 any transport type (``web``, plain ``websocket`` at any path, ``rawsocket``).
 Extra resources (back-channel logout, the dev issuer) are mounted by the caller.
+
+The web client gets two more things from the site: ``/config.json`` (WAMP realm,
+WebSocket path and the Keycloak issuer and client id of this transport's ticket
+auth, so one page works against the dev issuer and a real Keycloak) and
+``/vendor/autobahn.min.js`` (Autobahn|JS from the npm package ``autobahn-browser``,
+which is installed into ``node_modules`` next to the web directory, not committed).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from twisted.logger import Logger
 from twisted.web import pages, resource, static
 from twisted.web.server import Site
 
-from wampchat.config_types import TransportConfig
+from wampchat.config_types import KeycloakAuthConfig, TransportConfig
 from wampchat.router.session import RouterContext
 from wampchat.transport.http_channel import IDLE_TIMEOUT, deadline_channel
 from wampchat.transport.rawsocket import RouterRawSocketFactory
@@ -87,6 +93,91 @@ class Placeholder(resource.Resource):
         return PLACEHOLDER_PAGE
 
 
+AUTOBAHN_BROWSER = ("autobahn-browser", "autobahn.min.js")   # under node_modules/
+
+
+def _no_store_json(request, document: Any) -> bytes:
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(document).encode("utf-8")
+
+
+def client_config(transport_config: TransportConfig, realm_names: list[str]) -> dict[str, Any]:
+    """What the web client needs to sign in and connect (no secrets: all of it is public)."""
+    keycloak: KeycloakAuthConfig | None = next(
+        (m.keycloak for m in transport_config.auth
+         if m.method == "ticket" and m.type == "keycloak" and m.keycloak is not None), None)
+    document: dict[str, Any] = {
+        "realm": "wampchat" if "wampchat" in realm_names or not realm_names else realm_names[0],
+        "ws_path": "/" + transport_config.ws_path.strip("/"),
+        "keycloak": None,
+    }
+    if keycloak is not None:
+        issuer = keycloak.issuer.rstrip("/")
+        document["keycloak"] = {
+            "issuer": issuer, "client_id": keycloak.client_id,
+            "realm": issuer.rsplit("/", 1)[-1],
+            # Keycloak's fixed endpoint layout below the issuer (no discovery round trip).
+            "authorization_endpoint": issuer + "/protocol/openid-connect/auth",
+            "token_endpoint": issuer + "/protocol/openid-connect/token",
+            "end_session_endpoint": issuer + "/protocol/openid-connect/logout",
+        }
+    return document
+
+
+class ClientConfigResource(resource.Resource):
+    """GET /config.json: ``client_config`` of this transport."""
+
+    isLeaf = True
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        super().__init__()
+        self._document = document
+
+    def render_GET(self, request) -> bytes:
+        return _no_store_json(request, self._document)
+
+
+def node_modules_for(web_directory: str | None) -> str:
+    """Where `npm install` puts packages: next to the web directory (the repository root),
+    else the checkout that holds this package."""
+    if web_directory:
+        return os.path.join(os.path.dirname(os.path.abspath(web_directory)), "node_modules")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "node_modules")
+
+
+class Vendor(resource.Resource):
+    """/vendor/: the few npm files the client loads; anything else is a plain 404."""
+
+    def getChild(self, path: bytes, request):
+        return pages.notFound()
+
+
+class VendorFile(resource.Resource):
+    """One file of an npm package; looked up on each request, so a later `npm install`
+    needs no restart. Missing: 404 and a log line saying how to get it."""
+
+    isLeaf = True
+
+    def __init__(self, path: str, package: str) -> None:
+        super().__init__()
+        self._path = path
+        self._package = package
+
+    def render(self, request):
+        if request.postpath not in ([], [b""]):
+            return pages.notFound().render(request)
+        if not os.path.isfile(self._path):
+            log.warn("{path} is missing: run `npm install` (or `make run`) in the repository "
+                     "to get the npm package {package}", path=self._path, package=self._package)
+            return pages.notFound(
+                "Not Found", f"{self._package} is not installed on this server.").render(request)
+        served = static.File(self._path, defaultType="application/javascript")
+        served.isLeaf = True
+        return served.render(request)
+
+
 def _registry_of(metrics: Any) -> CollectorRegistry:
     # A wampchat.metrics.Metrics, or a bare CollectorRegistry.
     return getattr(metrics, "registry", metrics)
@@ -113,6 +204,13 @@ def build_site(context: RouterContext, transport_config: TransportConfig, metric
     root.putChild(transport_config.ws_path.strip("/").encode("utf-8"), WebSocketResource(factory))
     root.putChild(b"healthz", HealthResource(health))
     root.putChild(b"metrics", MetricsResource(_registry_of(metrics)))
+    root.putChild(b"config.json",
+                  ClientConfigResource(client_config(transport_config, list(context.realms))))
+    vendor = Vendor()
+    package, filename = AUTOBAHN_BROWSER
+    vendor.putChild(filename.encode("ascii"), VendorFile(
+        os.path.join(node_modules_for(directory), package, filename), package))
+    root.putChild(b"vendor", vendor)
     for path, child in (extra_resources or {}).items():
         root.putChild(path, child)
     site = Site(root, timeout=IDLE_TIMEOUT)
