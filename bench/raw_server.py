@@ -1,34 +1,40 @@
 """The ceiling: a raw Autobahn WebSocket server speaking just enough WAMP JSON for the bench.
 
-No realms, no authentication, no authorization, no meta API: HELLO gets WELCOME at
-once, SUBSCRIBE/REGISTER are acknowledged, a PUBLISH becomes one EVENT frame prepared
-once (``factory.prepareMessage``) and sent to every subscriber of that exact topic with
-``sendPreparedMessage``, a CALL becomes an INVOCATION to the one callee of that exact
-procedure and its YIELD becomes the RESULT. Served like the router's web transport:
-WebSocket at ``/ws`` and ``/healthz`` on one twisted.web Site, with the same auto-ping
-and message size limit as the router's defaults.
+No realms, no authorization, no meta API, no database: with ``--jwks-url`` HELLO gets
+CHALLENGE ticket and AUTHENTICATE one RS256 verification of the token (PyJWT, keys
+fetched once at start) before WELCOME; without it HELLO gets WELCOME at once.
+SUBSCRIBE/REGISTER are acknowledged, a PUBLISH becomes one EVENT frame prepared once
+per serializer (``factory.prepareMessage``) and sent to every subscriber of that exact
+topic with ``sendPreparedMessage``, a CALL becomes an INVOCATION to the one callee of
+that exact procedure and its YIELD becomes the RESULT. JSON (ujson) and MessagePack.
+Served like the router's web transport: WebSocket at ``/ws`` and ``/healthz`` on one
+twisted.web Site, with the same auto-ping and message size limit as the router's defaults.
 
-    python -m bench.raw_server --port 8081
+    python -m bench.raw_server --port 8081 [--jwks-url URL --issuer URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
+import urllib.request
 
 try:                                    # the fastest JSON codec at hand: this is the ceiling
     import ujson as json_codec
 except ImportError:                     # pragma: no cover
     import json as json_codec
 
+import jwt
+import msgpack
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-HELLO, WELCOME, GOODBYE, ERROR = 1, 2, 6, 8
+HELLO, WELCOME, ABORT, CHALLENGE, AUTHENTICATE, GOODBYE, ERROR = 1, 2, 3, 4, 5, 6, 8
 PUBLISH, PUBLISHED, SUBSCRIBE, SUBSCRIBED, EVENT = 16, 17, 32, 33, 36
 CALL, RESULT, REGISTER, REGISTERED, INVOCATION, YIELD = 48, 50, 64, 65, 68, 70
 
@@ -38,6 +44,13 @@ WELCOME_DETAILS = {"roles": {"broker": {"features": {}}, "dealer": {"features": 
 
 def _encode(message: list) -> bytes:
     return json_codec.dumps(message, ensure_ascii=False).encode("utf8")
+
+
+# subprotocol -> (encode, decode, binary frames)
+SERIALIZERS = {
+    "wamp.2.json": (_encode, json_codec.loads, False),
+    "wamp.2.msgpack": (msgpack.packb, msgpack.unpackb, True),
+}
 
 
 class RawState:
@@ -55,25 +68,46 @@ class RawWampProtocol(WebSocketServerProtocol):
     """One client: a handler per WAMP message type, no checks beyond what routing needs."""
 
     def onConnect(self, request):
-        if "wamp.2.json" not in request.protocols:
+        protocol = next((p for p in request.protocols if p in SERIALIZERS), None)
+        if protocol is None:
             from autobahn.websocket.types import ConnectionDeny
-            raise ConnectionDeny(ConnectionDeny.NOT_ACCEPTABLE, "only wamp.2.json")
+            raise ConnectionDeny(ConnectionDeny.NOT_ACCEPTABLE, "only wamp.2.json, wamp.2.msgpack")
+        self.protocol_name = protocol
+        self.encode, self.decode, self.binary = SERIALIZERS[protocol]
         self.routes: RawState = self.factory.routes
         self.topics: set[str] = set()          # topics this client subscribed to
         self.procedures: set[str] = set()      # procedures this client registered
-        return "wamp.2.json"
+        return protocol
 
     def onMessage(self, payload, isBinary):
-        message = json_codec.loads(payload)
+        message = self.decode(payload)
         handler = HANDLERS.get(message[0])
         if handler is not None:
             handler(self, message)
 
     def send(self, message: list) -> None:
-        self.sendMessage(_encode(message))
+        self.sendMessage(self.encode(message), self.binary)
 
     def on_hello(self, message):
-        self.send([WELCOME, next(self.routes.ids), WELCOME_DETAILS])
+        if self.factory.jwt_keys is None:
+            self.send([WELCOME, next(self.routes.ids), WELCOME_DETAILS])
+        else:
+            self.send([CHALLENGE, "ticket", {}])
+
+    def on_authenticate(self, message):
+        """One RS256 verification of the token against the keys fetched at start."""
+        token = message[1]
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            claims = jwt.decode(token, self.factory.jwt_keys[kid], algorithms=["RS256"],
+                                issuer=self.factory.issuer, options={"verify_aud": False})
+        except (jwt.PyJWTError, KeyError, TypeError):
+            self.send([ABORT, {}, "wamp.error.authentication_failed"])
+            self.sendClose(1000)
+            return
+        details = dict(WELCOME_DETAILS, authid=claims.get("email") or claims["sub"],
+                       authrole="user", authmethod="ticket")
+        self.send([WELCOME, next(self.routes.ids), details])
 
     def on_goodbye(self, message):
         self.send([GOODBYE, {}, "wamp.close.goodbye_and_out"])
@@ -98,10 +132,14 @@ class RawWampProtocol(WebSocketServerProtocol):
         if subscribers:
             event = [EVENT, routes.subscription_by_topic[topic], publication_id, {}]
             event.extend(message[4:6])
-            prepared = self.factory.prepareMessage(_encode(event))
+            prepared = {}                           # subprotocol -> frame, made once each
             for subscriber in subscribers:
                 if subscriber is not self:          # exclude_me
-                    subscriber.sendPreparedMessage(prepared)
+                    frame = prepared.get(subscriber.protocol_name)
+                    if frame is None:
+                        frame = prepared[subscriber.protocol_name] = self.factory.prepareMessage(
+                            subscriber.encode(event), subscriber.binary)
+                    subscriber.sendPreparedMessage(frame)
         if options.get("acknowledge"):
             self.send([PUBLISHED, request_id, publication_id])
 
@@ -154,6 +192,7 @@ class RawWampProtocol(WebSocketServerProtocol):
 # message type -> handler
 HANDLERS = {
     HELLO: RawWampProtocol.on_hello,
+    AUTHENTICATE: RawWampProtocol.on_authenticate,
     GOODBYE: RawWampProtocol.on_goodbye,
     SUBSCRIBE: RawWampProtocol.on_subscribe,
     PUBLISH: RawWampProtocol.on_publish,
@@ -163,11 +202,21 @@ HANDLERS = {
 }
 
 
-def build_site(port: int) -> Site:
+def fetch_keys(jwks_url: str) -> dict:
+    """kid -> RSA public key, fetched once before the reactor runs."""
+    with urllib.request.urlopen(jwks_url, timeout=10) as response:
+        document = json.loads(response.read())
+    return {jwk["kid"]: jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))
+            for jwk in document.get("keys", []) if jwk.get("kty") == "RSA"}
+
+
+def build_site(port: int, jwt_keys: dict | None = None, issuer: str | None = None) -> Site:
     """`/ws` (the raw WAMP server) and `/healthz` on one site, like the router's web transport."""
-    factory = WebSocketServerFactory(f"ws://127.0.0.1:{port}/ws", protocols=["wamp.2.json"])
+    factory = WebSocketServerFactory(f"ws://127.0.0.1:{port}/ws", protocols=list(SERIALIZERS))
     factory.protocol = RawWampProtocol
     factory.routes = RawState()
+    factory.jwt_keys = jwt_keys
+    factory.issuer = issuer
     factory.setProtocolOptions(autoPingInterval=10.0, autoPingTimeout=5.0,
                                maxMessagePayloadSize=1048576, maxFramePayloadSize=1048576)
     root = Resource()
@@ -182,10 +231,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--interface", default="127.0.0.1")
+    parser.add_argument("--jwks-url", help="ticket auth: verify tokens with these keys")
+    parser.add_argument("--issuer", help="with --jwks-url: the expected iss claim")
     args = parser.parse_args(argv)
+    keys = fetch_keys(args.jwks_url) if args.jwks_url else None
     from twisted.internet import reactor
-    listening = reactor.listenTCP(args.port, build_site(args.port), interface=args.interface,
-                                  backlog=1024)
+    listening = reactor.listenTCP(args.port, build_site(args.port, keys, args.issuer),
+                                  interface=args.interface, backlog=1024)
     print(f"raw server listening on {args.interface}:{listening.getHost().port}", flush=True)
     reactor.run()
     return 0

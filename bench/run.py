@@ -1,25 +1,36 @@
-"""The wampchat benchmark: the router and the raw Autobahn ceiling, side by side in one run.
+"""The wampchat benchmark: wampchat, Crossbar.io and the raw Autobahn transport, side by side in one run.
 
-    .venv/bin/python -m bench.run            # ~4 minutes
-    .venv/bin/python -m bench.run --quick    # ~1 minute
+    .venv/bin/python -m bench.run            # ~15 minutes (make bench)
+    .venv/bin/python -m bench.run --quick    # ~3 minutes, one repetition, short steps
 
-Starts `wampchat run --config <temporary file>` (realm `bench`, role `bench` allowed
-everything on prefix "", static ticket auth for authid `bench`, the ticket in
-$BENCH_TICKET) and `bench/raw_server.py`, each under `taskset -c 0`, waits for their
-/healthz, then runs `bench/load.js` under `taskset -c 1` once per scenario, repetition
-and server (router and raw alternate, so drift on a shared machine hits both alike):
+Processes besides this orchestrator (pinned to core 1):
 
-- fanout 100 / fanout 1000: one publisher, N subscribers, json. Step `saturation`:
-  a closed loop with a few publications in flight (events delivered/s, latency);
-  step `fixed_rate`: the same offered load for both servers (latency at equal load).
-- rpc 1 / rpc 10: C callers each with one call in flight to one echo callee.
+- PostgreSQL: an embedded pgserver (or the server of $DATABASE_URL) with one database
+  per router, both with wampchat's users schema; its processes are moved to core 1;
+- the development issuer (`--serve-issuer`, core 1): N bench users, their RS256 access
+  tokens minted at start into a file for the load generator, discovery, the JWKS, and a
+  JWKS request counter at /bench-stats;
+- three servers, each under `taskset -c 0`, started together, same realm `bench`, same
+  roles and permissions, ticket auth with the same tokens:
+  `wampchat` is `wampchat run` with the keycloak authenticator (local validation against
+  the cached JWKS, just-in-time users in its database); `crossbar` is Crossbar.io from its
+  own venv (bench/.crossbar-venv, made by `make bench`) with the `function` authenticator
+  bench/crossbar/authenticator.py (PyJWT against the same JWKS, the same users table);
+  `raw` is bench/raw_server.py (one RS256 verification per handshake, no database);
+- the load generator bench/load.js (Node, `ws`, raw WAMP JSON or MessagePack), core 1,
+  once per scenario, repetition and server (the order of the servers rotates between
+  repetitions, so drift on a shared machine hits all alike).
 
-Around every measured step the load generator waits, so the CPU time of the server
-process (from /proc) is read exactly for that window: besides wall-clock
-rates, each figure is also given per second of server CPU time, which holds far
+Scenarios: authenticated handshakes (connect, HELLO, CHALLENGE, AUTHENTICATE, WELCOME,
+GOODBYE, close) of existing and of first-time users; pub/sub fan-out to 100 and 1000
+subscribers, json and msgpack (steps `saturation` and `fixed_rate`); RPC to an echo callee
+with 1, 10 and 100 callers; router RSS per idle authenticated session at 1000 and 5000
+sessions (each server restarted first). Around every measured step the load generator
+waits, so the CPU time of all of a server's processes (from /proc) is read exactly for that
+window: the headline figure is operations per second of router CPU time, which holds far
 better than wall-clock rates on a shared machine. Each figure is the median of the
-repetitions with its min-max spread; the load generator's own CPU time is printed.
-JSON goes to bench/results/<timestamp>.json.
+repetitions with its min-max spread; the load generator's own CPU is printed. JSON goes
+to bench/results/<timestamp>.json.
 """
 
 from __future__ import annotations
@@ -44,8 +55,27 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+CROSSBAR_VENV = BENCH_DIR / ".crossbar-venv"
 SERVER_CORE, LOAD_CORE = "0", "1"
-SERVERS = ("router", "raw")
+SERVERS = ("wampchat", "crossbar", "raw")
+
+REALM = "bench"
+CLIENT_ID = "wampchat"
+ISSUER_REALM = "wampchat"
+# One definition for both routers (bench/crossbar/config.py translates it for Crossbar).
+ROLES = [
+    {"name": "user", "permissions": [
+        {"uri": "bench.fanout.", "match": "prefix", "allow": {"publish": True, "subscribe": True},
+         "disclose": {}},
+        {"uri": "bench.echo.", "match": "prefix", "allow": {"call": True}, "disclose": {}},
+    ]},
+    {"name": "backend", "permissions": [
+        {"uri": "", "match": "prefix",
+         "allow": {"call": True, "register": True, "publish": True, "subscribe": True},
+         "disclose": {}},
+    ]},
+]
+ROLE_MAPPING = [{"role": "wampchat-backend", "authrole": "backend"}, {"authrole": "user"}]
 
 
 @dataclass(frozen=True)
@@ -53,20 +83,35 @@ class Scenario:
     """One load.js invocation: its arguments and the steps it measures."""
 
     name: str
-    args: tuple[str, ...]
-    unit: str                 # what one operation is: "events" or "calls"
+    args: tuple[str, ...]     # "{rep}" is replaced by the repetition number
+    unit: str                 # "handshakes", "events", "calls" or "memory"
+    restart: bool = False     # restart each server before every run (memory)
 
 
-def scenarios(fixed_rate_events: int) -> list[Scenario]:
-    def fanout(n: int, window: int) -> Scenario:
+def scenarios(fixed_rate_events: int, first_block: int, idle: str) -> list[Scenario]:
+    def handshake(which: str, args: tuple[str, ...]) -> Scenario:
+        return Scenario(f"handshake {which}", ("--scenario", "handshake", "--concurrency", "16",
+                                               *args), "handshakes")
+
+    def fanout(n: int, window: int, serializer: str) -> Scenario:
         rate = max(1, fixed_rate_events // n)           # publications/s
-        return Scenario(f"fanout {n}", ("--scenario", "fanout", "--subscribers", str(n),
-                                        "--window", str(window), "--rate", str(rate)), "events")
+        return Scenario(f"fanout {n} {serializer}",
+                        ("--scenario", "fanout", "--subscribers", str(n), "--window", str(window),
+                         "--rate", str(rate), "--serializer", serializer), "events")
 
     def rpc(callers: int) -> Scenario:
         return Scenario(f"rpc {callers}", ("--scenario", "rpc", "--callers", str(callers)), "calls")
 
-    return [fanout(100, 4), fanout(1000, 2), rpc(1), rpc(10)]
+    return [
+        handshake("existing", ("--token-set", "existing")),
+        # a block of first-time users per repetition, each once; bounded by count, not time
+        handshake("first-time", ("--token-set", "first:{rep}", "--duration", "120")),
+        fanout(100, 4, "json"), fanout(100, 4, "msgpack"),
+        fanout(1000, 2, "json"), fanout(1000, 2, "msgpack"),
+        rpc(1), rpc(10), rpc(100),
+        Scenario("idle sessions", ("--scenario", "idle", "--sessions", idle, "--settle", "2"),
+                 "memory", restart=True),
+    ]
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -77,62 +122,79 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def router_config(port: int) -> str:
-    """A router node for the bench: realm `bench`, role `bench` may do everything."""
+def wampchat_config(port: int, issuer: str, dsn: str) -> str:
+    """wampchat's bench node: realm `bench`, ROLES, keycloak ticket auth, users in `dsn`."""
+    def permission(p: dict) -> str:
+        allow = ", ".join(f"{k}: {'true' if p['allow'].get(k) else 'false'}"
+                          for k in ("call", "register", "publish", "subscribe"))
+        return (f"              - uri: \"{p['uri']}\"\n                match: {p['match']}\n"
+                f"                allow: {{{allow}}}\n"
+                f"                disclose: {{caller: false, publisher: false}}\n")
+    roles = "".join(f"          - name: {role['name']}\n            permissions:\n"
+                    + "".join(permission(p) for p in role["permissions"]) for role in ROLES)
+    mapping = "".join(f"                  - {{{', '.join(f'{k}: {v}' for k, v in rule.items())}}}\n"
+                      for rule in ROLE_MAPPING)
     return f"""\
 # written by bench/run.py for one benchmark run
 version: 2
 workers:
   - type: router
     realms:
-      - name: bench
+      - name: {REALM}
         roles:
-          - name: bench
-            permissions:
-              - uri: ""
-                match: prefix
-                allow: {{call: true, register: true, publish: true, subscribe: true}}
-                disclose: {{caller: false, publisher: false}}
-    transports:
+{roles}    transports:
       - type: web
         endpoint: {{type: tcp, interface: 127.0.0.1, port: {port}}}
         paths:
           ws:
             type: websocket
-            serializers: [json]
+            serializers: [json, msgpack]
             options:
               compression: false
             auth:
               ticket:
-                type: static
-                principals:
-                  bench: {{ticket: "${{BENCH_TICKET}}", role: bench}}
+                type: keycloak
+                issuer: "{issuer}"
+                client_id: {CLIENT_ID}
+                algorithms: [RS256]
+                role_mapping:
+{mapping}database:
+  dsn: "{dsn}"
+  pool_size: 5
+limits:
+  max_connections: 0
+  max_connections_per_address: 0
+  message_rate: 0
 """
 
 
 @dataclass
 class Server:
-    """A server process pinned to SERVER_CORE, and where it serves."""
+    """A server process pinned to `core`, and where it serves."""
 
     name: str
     command: list[str]
     port: int
     log_path: Path
     process: subprocess.Popen | None = None
+    core: str = SERVER_CORE
+    health_path: str = "/healthz"
+    env: dict[str, str] | None = None          # replaces the env given to start()
+    cwd: Path = REPO
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, env: dict[str, str], timeout: float = 20.0) -> float:
-        """Start it and wait for /healthz; returns seconds from spawn to ready."""
-        log = open(self.log_path, "wb")
+        """Start it and wait for its health URL; returns seconds from spawn to ready."""
+        log = open(self.log_path, "ab")
         started = time.monotonic()
-        self.process = subprocess.Popen(["taskset", "-c", SERVER_CORE, *self.command], cwd=REPO,
-                                        env=env, stdout=log, stderr=subprocess.STDOUT,
+        self.process = subprocess.Popen(["taskset", "-c", self.core, *self.command], cwd=self.cwd,
+                                        env=self.env or env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         log.close()
-        health = f"http://127.0.0.1:{self.port}/healthz"
+        health = f"http://127.0.0.1:{self.port}{self.health_path}"
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
@@ -143,7 +205,7 @@ class Server:
                         return time.monotonic() - started
             except OSError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError(f"{self.name}: no answer on {health} after {timeout} s:\n"
                            + self.log_tail())
 
@@ -155,14 +217,19 @@ class Server:
         return sum(proc_stat(pid)[2] for pid in process_tree(self.process.pid))
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        """SIGTERM, then SIGKILL (of every descendant too) after `timeout`; the exit code."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
+        tree = process_tree(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             return self.process.wait(5)
 
     def log_tail(self, lines: int = 30) -> str:
@@ -210,18 +277,143 @@ def core_busy_seconds(core: str) -> float:
     return 0.0
 
 
+# -- the development issuer (a process of its own) ------------------------------------------
+
+def bench_users(count: int):
+    from wampchat.dev.issuer import DemoUser
+    return tuple(DemoUser(f"bench-{i:05d}", secrets.token_hex(8), f"bench-{i:05d}@bench.invalid",
+                          f"Bench User {i}", ("user",)) for i in range(count))
+
+
+def serve_issuer(port: int, tokens_path: str, existing: int, blocks: int, block_size: int) -> None:
+    """DevIssuer on 127.0.0.1:port; mints every bench token into tokens_path, then serves
+    /realms, /healthz and /bench-stats (JWKS requests so far)."""
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+    from twisted.web.static import Data
+
+    from wampchat.dev.issuer import DevIssuer, realms_resource
+
+    users = bench_users(existing + blocks * block_size)
+    issuer = DevIssuer(f"http://127.0.0.1:{port}/realms/{ISSUER_REALM}", reactor, users=users,
+                       client_id=CLIENT_ID)
+    exp = int(time.time()) + 6 * 3600              # outlives any run (Keycloak's are 5 min)
+    names = [user.username for user in users]
+    tokens = {"existing": [issuer.mint(name, exp=exp) for name in names[:existing]],
+              "first": [[issuer.mint(name, exp=exp) for name in
+                         names[existing + b * block_size: existing + (b + 1) * block_size]]
+                        for b in range(blocks)],
+              "backend": issuer.mint(issuer.backend_client_id, client_id=issuer.backend_client_id,
+                                     exp=exp)}
+    Path(tokens_path).write_text(json.dumps(tokens))
+    counts = {"jwks": 0}
+    original_jwks = issuer.jwks
+
+    def counted_jwks():
+        counts["jwks"] += 1
+        return original_jwks()
+    issuer.jwks = counted_jwks
+
+    class Stats(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps(counts).encode()
+
+    root = Resource()
+    root.putChild(b"realms", realms_resource(issuer))
+    root.putChild(b"healthz", Data(b"ok", "text/plain"))
+    root.putChild(b"bench-stats", Stats())
+    reactor.listenTCP(port, Site(root), interface="127.0.0.1")
+    reactor.run()
+
+
+def jwks_requests(issuer_port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{issuer_port}/bench-stats", timeout=5) as answer:
+        return json.loads(answer.read())["jwks"]
+
+
+# -- the database ---------------------------------------------------------------------------
+
+class Databases:
+    """A PostgreSQL server (embedded, or $DATABASE_URL's) and one fresh database per router."""
+
+    def __init__(self) -> None:
+        self.embedded = None
+        self.server_dsn = ""
+        self.created: list[str] = []
+
+    def start(self) -> None:
+        from wampchat.dev.database import EmbeddedPostgres, configured_dsn
+        self.server_dsn = configured_dsn()
+        if self.server_dsn is None:
+            self.embedded = EmbeddedPostgres()
+            self.server_dsn = self.embedded.start()
+            pin_postmaster(self.embedded.pgdata, int(LOAD_CORE))
+
+    def create(self, name: str, migrate: bool) -> str:
+        """A new database; with `migrate`, wampchat's migrations applied (for Crossbar)."""
+        import psycopg2
+        from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT, make_dsn
+        database = f"bench_{name}_{secrets.token_hex(4)}"
+        connection = psycopg2.connect(self.server_dsn)
+        connection.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{database}"')
+        connection.close()
+        self.created.append(database)
+        dsn = make_dsn(self.server_dsn, dbname=database)
+        if migrate:
+            connection = psycopg2.connect(dsn)
+            with connection, connection.cursor() as cursor:
+                for sql in sorted((REPO / "wampchat" / "users" / "migrations").glob("*.sql")):
+                    cursor.execute(sql.read_text())
+            connection.close()
+        return dsn
+
+    def close(self) -> None:
+        import psycopg2
+        from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT
+        if self.created and self.embedded is None:
+            connection = psycopg2.connect(self.server_dsn)
+            connection.set_isolation_level(ISOLATION_LEVEL_AUTOCOMMIT)
+            with connection.cursor() as cursor:
+                for database in self.created:
+                    cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            connection.close()
+        if self.embedded is not None:
+            self.embedded.close()
+
+
+def pin_postmaster(pgdata: Path, core: int) -> None:
+    """Move PostgreSQL (postmaster and children; later backends inherit) off the router core."""
+    try:
+        postmaster = int((Path(pgdata) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    for pid in process_tree(postmaster):
+        try:
+            os.sched_setaffinity(pid, {core})
+        except OSError:
+            pass
+
+
 # -- one load generator run -----------------------------------------------------------------
 
 def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str, str],
-             timeout: float) -> dict:
-    """Run load.js once against `server`; the result with each step's server CPU added."""
+             timeout: float, tokens_path: Path, issuer_port: int, repetition: int) -> dict:
+    """Run load.js once against `server`; the result with each step's server figures added."""
+    args = [arg.replace("{rep}", str(repetition)) for arg in scenario.args]
     command = ["taskset", "-c", LOAD_CORE, "node", str(BENCH_DIR / "load.js"), "--url", server.url,
-               "--duration", str(duration), "--timeout", str(int(timeout)), *scenario.args]
+               "--realm", REALM, "--tokens", str(tokens_path), "--duration", str(duration),
+               "--timeout", str(int(timeout)), *args]
     load = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(timeout + 15, load.kill)     # load.js stops itself at `timeout`
     watchdog.start()
-    marks: dict[str, tuple[float, float, float]] = {}       # step -> (cpu, core busy, wall) at ready
+    marks: dict[str, tuple] = {}                            # step -> figures at ready
     server_steps: dict[str, dict] = {}                      # step -> server figures
     result = None
     try:
@@ -230,17 +422,20 @@ def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str,
             phase = message.get("phase")
             if phase == "ready":
                 marks[message["step"]] = (server.cpu_seconds(), core_busy_seconds(SERVER_CORE),
-                                          time.monotonic())
+                                          time.monotonic(), server.rss_bytes(),
+                                          jwks_requests(issuer_port))
                 load.stdin.write("go\n")
                 load.stdin.flush()
             elif phase == "done":
-                cpu0, busy0, wall0 = marks[message["step"]]
+                cpu0, busy0, wall0, rss0, jwks0 = marks[message["step"]]
                 cpu = server.cpu_seconds() - cpu0
                 server_steps[message["step"]] = {
                     "server_cpu_s": cpu,
                     "core_other_cpu_s": max(0.0, core_busy_seconds(SERVER_CORE) - busy0 - cpu),
                     "server_wall_s": time.monotonic() - wall0,
+                    "server_rss_ready_bytes": rss0,
                     "server_rss_bytes": server.rss_bytes(),
+                    "jwks_requests": jwks_requests(issuer_port) - jwks0,
                 }
             elif phase in ("result", "error"):
                 result = message
@@ -254,12 +449,21 @@ def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str,
         stderr = load.stderr.read() if load.stderr else ""
         raise RuntimeError(f"load.js against {server.name} ({scenario.name}) failed: "
                            f"{(result or {}).get('error', 'no result')}\n{stderr[-2000:]}")
+    baseline_rss = None
     for step, figures in result["steps"].items():
         figures.update(server_steps.get(step, {}))
-        count = figures.get("events", figures.get("calls", 0))
+        count = figures.get("events", figures.get("calls", figures.get("handshakes", 0)))
         cpu = figures.get("server_cpu_s") or 0.0
-        figures["ops_per_server_cpu_s"] = count / cpu if cpu > 0 else None
+        figures["ops_per_server_cpu_s"] = count / cpu if cpu > 0 and count else None
         figures["server_core_busy"] = cpu / figures["window_wall_s"] if figures["window_wall_s"] else None
+        if "handshakes" in figures and figures["handshakes"]:
+            figures["jwks_per_1000"] = 1000 * figures.get("jwks_requests", 0) / figures["handshakes"]
+        if step.startswith("idle_"):
+            # RSS growth from before the first session, per session open now
+            if baseline_rss is None:
+                baseline_rss = figures["server_rss_ready_bytes"]
+            figures["kib_per_session"] = ((figures["server_rss_bytes"] - baseline_rss)
+                                          / figures["sessions"] / 1024)
     return result
 
 
@@ -267,19 +471,32 @@ def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str,
 
 # (label, step, key path in a step's figures, higher is better)
 METRICS = {
+    "handshakes": [
+        ("handshakes/s", "closed_loop", ("rate_per_s",), True),
+        ("p50 ms", "closed_loop", ("latency", "p50_ms"), False),
+        ("p99 ms", "closed_loop", ("latency", "p99_ms"), False),
+        ("handshakes/router-CPU-s", "closed_loop", ("ops_per_server_cpu_s",), True),
+        ("JWKS fetches/1000 conn", "closed_loop", ("jwks_per_1000",), False),
+    ],
     "events": [
         ("events/s", "saturation", ("rate_per_s",), True),
         ("p99 ms", "saturation", ("latency", "p99_ms"), False),
-        ("events/server-CPU-s", "saturation", ("ops_per_server_cpu_s",), True),
+        ("events/router-CPU-s", "saturation", ("ops_per_server_cpu_s",), True),
         ("p99 ms at fixed rate", "fixed_rate", ("latency", "p99_ms"), False),
     ],
     "calls": [
         ("calls/s", "closed_loop", ("rate_per_s",), True),
         ("p50 ms", "closed_loop", ("latency", "p50_ms"), False),
         ("p99 ms", "closed_loop", ("latency", "p99_ms"), False),
-        ("calls/server-CPU-s", "closed_loop", ("ops_per_server_cpu_s",), True),
+        ("calls/router-CPU-s", "closed_loop", ("ops_per_server_cpu_s",), True),
     ],
+    "memory": [],        # filled from the idle counts (idle_<n>)
 }
+
+
+def memory_metrics(idle: str) -> list[tuple]:
+    return [(f"KiB RSS/session @{n}", f"idle_{n}", ("kib_per_session",), False)
+            for n in idle.split(",")]
 
 
 def dig(figures: dict, path: tuple[str, ...]):
@@ -300,18 +517,20 @@ def summarize(values: list[float]) -> dict | None:
             "values": values}
 
 
-def aggregate(runs: dict[tuple[str, str], list[dict]], scenario_list: list[Scenario]) -> dict:
-    """scenario -> metric -> server -> summary, plus the router/raw ratio of the medians."""
+def aggregate(runs: dict[tuple[str, str], list[dict]], scenario_list: list[Scenario],
+              servers: list[str]) -> dict:
+    """scenario -> metric -> server -> summary, plus wampchat/crossbar and wampchat/raw."""
     table: dict[str, dict] = {}
     for scenario in scenario_list:
         rows = table[scenario.name] = {}
         for label, step, path, higher_better in METRICS[scenario.unit]:
             row = rows[label] = {"higher_is_better": higher_better}
-            for server in SERVERS:
+            for server in servers:
                 row[server] = summarize([dig(r["steps"].get(step, {}), path)
                                          for r in runs.get((server, scenario.name), [])])
-            if row.get("router") and row.get("raw") and row["raw"]["median"]:
-                row["router_over_raw"] = row["router"]["median"] / row["raw"]["median"]
+            for other in ("crossbar", "raw"):
+                if row.get("wampchat") and row.get(other) and row[other]["median"]:
+                    row[f"wampchat_over_{other}"] = row["wampchat"]["median"] / row[other]["median"]
     return table
 
 
@@ -329,150 +548,261 @@ def cell(summary: dict | None) -> str:
     if not summary:
         return "-"
     spread = summary["spread_pct"]
-    return f"{fmt(summary['median'])} ±{spread / 2:.0f}%" if spread is not None else fmt(summary["median"])
+    if spread is None or summary["n"] < 2:
+        return fmt(summary["median"])
+    return f"{fmt(summary['median'])} ±{spread / 2:.0f}%"
 
 
-def print_table(table: dict, out=sys.stdout) -> None:
-    header = f"{'scenario':<12} {'figure':<22} {'router':>20} {'raw':>20} {'router/raw':>10}"
-    print(header, file=out)
-    print("-" * len(header), file=out)
+def table_lines(table: dict, servers: list[str], markdown: bool = False) -> list[str]:
+    columns = [*servers, "wc/crossbar", "wc/raw"]
+    lines = []
+    if markdown:
+        lines.append("| scenario | figure | " + " | ".join(columns) + " |")
+        lines.append("|---|---|" + "---:|" * len(columns))
+    else:
+        header = f"{'scenario':<20} {'figure':<25}" + "".join(f"{c:>17}" for c in columns)
+        lines += [header, "-" * len(header)]
     for scenario, rows in table.items():
         for index, (label, row) in enumerate(rows.items()):
-            ratio = row.get("router_over_raw")
-            print(f"{scenario if index == 0 else '':<12} {label:<22} {cell(row.get('router')):>20} "
-                  f"{cell(row.get('raw')):>20} {fmt(ratio) if ratio is not None else '-':>10}",
-                  file=out)
-    print("(median of the repetitions, ± half the min-max spread in % of the median)", file=out)
+            cells = [cell(row.get(server)) for server in servers]
+            cells += [fmt(row.get(f"wampchat_over_{other}")) for other in ("crossbar", "raw")]
+            name = scenario if index == 0 else ""
+            if markdown:
+                lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+            else:
+                lines.append(f"{name:<20} {label:<25}" + "".join(f"{c:>17}" for c in cells))
+    note = "(median of the repetitions, ± half the min-max spread in % of the median; " \
+           "wc/x = wampchat median / x median)"
+    lines.append(note)
+    return lines
 
 
 def load_cpu_summary(runs: dict[tuple[str, str], list[dict]]) -> dict:
-    """The load generator's own CPU time: in total, and at most as a share of one core."""
-    total = busiest = window_cpu = window_wall = others = 0.0
+    """The load generator's own CPU time, and the server core's use by others."""
+    total = busiest = window_cpu = window_wall = others = server_cpu = 0.0
     for results in runs.values():
         for result in results:
             total += result["load_cpu_total_s"]
             for figures in result["steps"].values():
                 window_cpu += figures["load_cpu_s"]
                 window_wall += figures["window_wall_s"]
+                server_cpu += figures.get("server_cpu_s", 0.0)
                 others += figures.get("core_other_cpu_s", 0.0)
                 busiest = max(busiest, figures["load_cpu_s"] / figures["window_wall_s"])
     return {"total_cpu_s": total, "measured_windows_cpu_s": window_cpu,
+            "measured_windows_server_cpu_s": server_cpu,
             "measured_windows_wall_s": window_wall, "busiest_window_core_share": busiest,
             "server_core_used_by_others_s": others}
+
+
+def load_cpu_by_scenario(runs: dict[tuple[str, str], list[dict]]) -> dict:
+    """scenario -> server -> (load CPU s, server CPU s) over the measured windows."""
+    out: dict[str, dict] = {}
+    for (server, scenario), results in runs.items():
+        load = sum(f["load_cpu_s"] for r in results for f in r["steps"].values())
+        router = sum(f.get("server_cpu_s", 0.0) for r in results for f in r["steps"].values())
+        out.setdefault(scenario, {})[server] = {"load_cpu_s": load, "server_cpu_s": router}
+    return out
 
 
 # -- the run --------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short steps: about one minute")
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="one repetition, 1 s steps, small first-time blocks and idle counts")
+    parser.add_argument("--repetitions", type=int, help="default 3 (--quick 1)")
     parser.add_argument("--duration", type=float, help="seconds per measured step "
-                        "(default 4, --quick 1)")
+                        "(default 3, --quick 1)")
     parser.add_argument("--fixed-rate-events", type=int, default=10000,
                         help="offered events/s of the fan-out fixed_rate step (default %(default)s)")
+    parser.add_argument("--existing-users", type=int, default=200)
+    parser.add_argument("--first-time-users", type=int,
+                        help="first-time logins per repetition (default 1000, --quick 200)")
+    parser.add_argument("--idle", help="idle session counts (default 1000,5000; --quick 500,1000)")
     parser.add_argument("--servers", default=",".join(SERVERS),
-                        help="comma-separated subset of router,raw")
-    parser.add_argument("--scenarios", default="", help="comma-separated subset, e.g. 'rpc 1,rpc 10'")
+                        help="comma-separated subset of " + ",".join(SERVERS))
+    parser.add_argument("--scenarios", default="",
+                        help="comma-separated names or prefixes, e.g. 'rpc,handshake existing'")
     parser.add_argument("--wampchat", default=str(REPO / ".venv" / "bin" / "wampchat"))
+    parser.add_argument("--crossbar", default=str(CROSSBAR_VENV / "bin" / "crossbar"))
     parser.add_argument("--keep-logs", action="store_true", help="copy server logs into bench/results/")
+    parser.add_argument("--serve-issuer", nargs=5, metavar=("PORT", "TOKENS", "EXISTING",
+                                                            "BLOCKS", "BLOCK_SIZE"),
+                        help=argparse.SUPPRESS)      # internal: the issuer process
     return parser.parse_args(argv)
 
 
-def build_servers(names: list[str], workdir: Path, wampchat: str) -> list[Server]:
+def build_servers(names: list[str], workdir: Path, args, issuer: str, jwks_url: str,
+                  databases: Databases, env: dict[str, str]) -> list[Server]:
     servers = []
     for name in names:
         port = free_port()
-        if name == "router":
-            config = workdir / "bench-router.yaml"
-            config.write_text(router_config(port))
-            command = [wampchat, "run", "--config", str(config), "--log-level", "warn"]
+        if name == "wampchat":
+            config = workdir / "bench-wampchat.yaml"
+            config.write_text(wampchat_config(port, issuer, databases.create("wampchat", False)))
+            command = [args.wampchat, "run", "--config", str(config), "--log-level", "warn"]
+            servers.append(Server(name, command, port, workdir / f"{name}.log"))
+        elif name == "crossbar":
+            from bench.crossbar.config import node_config, write_cbdir
+            cbdir = write_cbdir(workdir / "crossbar" / ".crossbar", node_config(
+                port, REALM, ROLES, issuer, jwks_url, databases.create("crossbar", True),
+                CLIENT_ID, ROLE_MAPPING))
+            command = [args.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"]
+            # the authenticator module is imported from this checkout by Crossbar's worker
+            servers.append(Server(name, command, port, workdir / f"{name}.log",
+                                  env=dict(env, PYTHONPATH=str(REPO)), cwd=workdir / "crossbar"))
         elif name == "raw":
-            command = [sys.executable, "-m", "bench.raw_server", "--port", str(port)]
+            command = [sys.executable, "-m", "bench.raw_server", "--port", str(port),
+                       "--jwks-url", jwks_url, "--issuer", issuer]
+            servers.append(Server(name, command, port, workdir / f"{name}.log"))
         else:
-            raise SystemExit(f"unknown server {name!r}; expected router or raw")
-        servers.append(Server(name, command, port, workdir / f"{name}.log"))
+            raise SystemExit(f"unknown server {name!r}; expected one of {', '.join(SERVERS)}")
     return servers
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    duration = args.duration or (1.0 if args.quick else 4.0)
+    if args.serve_issuer:
+        port, tokens, existing, blocks, size = args.serve_issuer
+        serve_issuer(int(port), tokens, int(existing), int(blocks), int(size))
+        return 0
+    duration = args.duration or (1.0 if args.quick else 3.0)
+    repetitions = args.repetitions or (1 if args.quick else 3)
+    first_block = args.first_time_users or (200 if args.quick else 1000)
+    idle = args.idle or ("500,1000" if args.quick else "1000,5000")
+    METRICS["memory"] = memory_metrics(idle)
     if shutil.which("taskset") is None or shutil.which("node") is None:
         raise SystemExit("bench needs taskset and node on PATH")
     if os.cpu_count() and os.cpu_count() < 2:
-        raise SystemExit("bench needs two CPU cores (server on core 0, load generator on core 1)")
-    os.sched_setaffinity(0, {int(LOAD_CORE)})             # keep this orchestrator off the server's core
-    scenario_list = scenarios(args.fixed_rate_events)
+        raise SystemExit("bench needs two CPU cores (servers on core 0, load generator on core 1)")
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if "crossbar" in names and not Path(args.crossbar).exists():
+        raise SystemExit(f"{args.crossbar} is missing: `make bench` installs Crossbar.io into "
+                         f"{CROSSBAR_VENV.relative_to(REPO)}")
+    os.sched_setaffinity(0, {int(LOAD_CORE)})             # keep this orchestrator off the server core
+    scenario_list = scenarios(args.fixed_rate_events, first_block, idle)
     if args.scenarios:
-        wanted = {s.strip() for s in args.scenarios.split(",")}
-        scenario_list = [s for s in scenario_list if s.name in wanted]
-    env = dict(os.environ, BENCH_TICKET=secrets.token_urlsafe(24), PYTHONUNBUFFERED="1")
+        wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+        scenario_list = [s for s in scenario_list if any(s.name.startswith(w) for w in wanted)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("DATABASE_URL", None)                         # the node gets its DSN from the config
     started_at = time.strftime("%Y%m%dT%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="wampchat-bench-"))
-    servers = build_servers([s.strip() for s in args.servers.split(",") if s.strip()], workdir,
-                            args.wampchat)
+    tokens_path = workdir / "tokens.json"
     runs: dict[tuple[str, str], list[dict]] = {}            # (server, scenario) -> results
-    startup: dict[str, float] = {}
+    failures: list[str] = []
+    startup: dict[str, list[float]] = {}
     clock_start = time.monotonic()
+    databases = Databases()
+    servers: list[Server] = []
+    issuer_port = free_port()
+    issuer_url = f"http://127.0.0.1:{issuer_port}/realms/{ISSUER_REALM}"
+    jwks_url = f"{issuer_url}/protocol/openid-connect/certs"
+    issuer = Server("issuer", [sys.executable, "-m", "bench.run", "--serve-issuer", str(issuer_port),
+                               str(tokens_path), str(args.existing_users), str(repetitions),
+                               str(first_block)], issuer_port, workdir / "issuer.log", core=LOAD_CORE)
+    exit_codes: dict[str, int | None] = {}
     try:
+        databases.start()
+        minting = issuer.start(env, timeout=300)
+        print(f"issuer: {args.existing_users} existing + {repetitions}x{first_block} first-time "
+              f"user tokens minted, ready in {minting:.1f} s (core {LOAD_CORE})", flush=True)
+        servers = build_servers(names, workdir, args, issuer_url, jwks_url, databases, env)
         for server in servers:
-            startup[server.name] = server.start(env)
-            print(f"{server.name}: ready in {startup[server.name]:.2f} s on port {server.port} "
+            startup.setdefault(server.name, []).append(server.start(env, timeout=60))
+            print(f"{server.name}: ready in {startup[server.name][-1]:.2f} s on port {server.port} "
                   f"(pid {server.process.pid}, core {SERVER_CORE})", flush=True)
         for scenario in scenario_list:
-            for repetition in range(args.repetitions):
-                order = servers if repetition % 2 == 0 else list(reversed(servers))
-                for server in order:
-                    result = run_load(server, scenario, duration, env, timeout=60 + 4 * duration)
+            for repetition in range(repetitions):
+                shift = repetition % len(servers)
+                for server in servers[shift:] + servers[:shift]:
+                    if scenario.restart:
+                        exit_codes[server.name] = server.stop()
+                        startup[server.name].append(server.start(env, timeout=60))
+                    timeout = 120 + 4 * duration
+                    try:
+                        result = run_load(server, scenario, duration, env, timeout, tokens_path,
+                                          issuer_port, repetition)
+                    except RuntimeError as error:
+                        failures.append(str(error))
+                        print(f"  {scenario.name:<20} rep {repetition + 1} {server.name:<8} "
+                              f"FAILED: {str(error)[:300]}", flush=True)
+                        if server.process.poll() is not None:
+                            startup[server.name].append(server.start(env, timeout=60))
+                        continue
                     runs.setdefault((server.name, scenario.name), []).append(result)
-                    print(f"  {scenario.name:<12} rep {repetition + 1} {server.name:<6} "
+                    print(f"  {scenario.name:<20} rep {repetition + 1} {server.name:<8} "
                           + progress_line(result), flush=True)
     finally:
-        exit_codes = {server.name: server.stop() for server in servers}
+        exit_codes.update({server.name: server.stop() for server in servers})
+        issuer.stop()
         if args.keep_logs:
             RESULTS_DIR.mkdir(exist_ok=True)
-            for server in servers:
+            for server in (*servers, issuer):
                 if server.log_path.exists():
                     shutil.copy(server.log_path, RESULTS_DIR / f"{started_at}-{server.name}.log")
+        databases.close()
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - clock_start
-    table = aggregate(runs, scenario_list)
+    table = aggregate(runs, scenario_list, names)
+    table["start-up"] = {"s to ready (/healthz)": {
+        "higher_is_better": False, **{name: summarize(values) for name, values in startup.items()}}}
+    row = table["start-up"]["s to ready (/healthz)"]
+    for other in ("crossbar", "raw"):
+        if row.get("wampchat") and row.get(other):
+            row[f"wampchat_over_{other}"] = row["wampchat"]["median"] / row[other]["median"]
     load_cpu = load_cpu_summary(runs)
     print()
-    print_table(table)
-    print(f"\nload generator (node, core {LOAD_CORE}): {load_cpu['total_cpu_s']:.1f} s CPU in all, "
-          f"{load_cpu['measured_windows_cpu_s']:.1f} s CPU over {load_cpu['measured_windows_wall_s']:.1f} s "
-          f"of measured windows (busiest window: {100 * load_cpu['busiest_window_core_share']:.0f}% "
-          f"of its core)")
+    for line in table_lines(table, names):
+        print(line)
+    print(f"\nload generator (node, core {LOAD_CORE}): {load_cpu['total_cpu_s']:.1f} s CPU in all; "
+          f"{load_cpu['measured_windows_cpu_s']:.1f} s CPU in the measured windows, while the "
+          f"servers used {load_cpu['measured_windows_server_cpu_s']:.1f} s (busiest window: "
+          f"{100 * load_cpu['busiest_window_core_share']:.0f}% of its core)")
+    for scenario, per_server in load_cpu_by_scenario(runs).items():
+        print(f"  {scenario:<20} " + ", ".join(
+            f"{server} load {v['load_cpu_s']:.1f} s / server {v['server_cpu_s']:.1f} s"
+            for server, v in per_server.items()))
     print(f"other processes on core {SERVER_CORE} during the measured windows: "
           f"{load_cpu['server_core_used_by_others_s']:.1f} s CPU "
           f"({100 * load_cpu['server_core_used_by_others_s'] / max(load_cpu['measured_windows_wall_s'], 1e-9):.0f}%"
           " of the windows; wall-clock figures suffer, per-server-CPU-s figures much less)")
-    print(f"server start-up to /healthz: " + ", ".join(f"{k} {v:.2f} s" for k, v in startup.items())
-          + f"; server exit codes after SIGTERM: {exit_codes}; whole run {elapsed:.0f} s")
+    print(f"server exit codes after SIGTERM: {exit_codes}; failed runs: {len(failures)}; "
+          f"whole run {elapsed:.0f} s")
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"{started_at}.json"
     out.write_text(json.dumps({
-        "started_at": started_at, "command": " ".join([sys.executable, "-m", "bench.run", *(argv or sys.argv[1:])]),
-        "machine": machine(), "duration_per_step_s": duration, "repetitions": args.repetitions,
-        "fixed_rate_events_per_s": args.fixed_rate_events, "startup_s": startup,
-        "exit_codes": exit_codes, "load_generator": load_cpu, "table": table,
+        "started_at": started_at,
+        "command": " ".join([sys.executable, "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(), "duration_per_step_s": duration, "repetitions": repetitions,
+        "fixed_rate_events_per_s": args.fixed_rate_events, "first_time_users_per_rep": first_block,
+        "existing_users": args.existing_users, "idle_counts": idle, "startup_s": startup,
+        "exit_codes": exit_codes, "failures": failures, "load_generator": load_cpu,
+        "load_generator_by_scenario": load_cpu_by_scenario(runs), "table": table,
+        "markdown_table": "\n".join(table_lines(table, names, markdown=True)),
         "runs": {f"{server}/{scenario}": results for (server, scenario), results in runs.items()},
     }, indent=2))
     print(f"results: {out.relative_to(REPO)}")
-    return 0
+    return 1 if failures else 0
 
 
 def progress_line(result: dict) -> str:
     parts = []
     for step, figures in result["steps"].items():
         latency = figures.get("latency") or {}
+        extra = ""
+        if "kib_per_session" in figures:
+            extra = f", {fmt(figures['kib_per_session'])} KiB/session"
+        if figures.get("missing_events"):
+            extra += f", {figures['missing_events']} events missing"
+        if figures.get("failed"):
+            extra += f", {figures['failed']} failed {figures.get('failure_reasons')}"
         parts.append(f"{step}: {fmt(figures['rate_per_s'])}/s p50 {fmt(latency.get('p50_ms'))} "
                      f"p99 {fmt(latency.get('p99_ms'))} ms, server CPU "
                      f"{fmt(figures.get('server_cpu_s'))} s (others on its core "
                      f"{fmt(figures.get('core_other_cpu_s'))} s), load CPU {fmt(figures['load_cpu_s'])} s"
-                     + (f", {figures['missing_events']} events missing" if figures.get("missing_events") else ""))
+                     + extra)
     return "; ".join(parts)
 
 
@@ -485,7 +815,14 @@ def machine() -> dict:
     except OSError:
         pass
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    crossbar = ""
+    if (CROSSBAR_VENV / "bin" / "python").exists():
+        crossbar = subprocess.run([str(CROSSBAR_VENV / "bin" / "python"), "-c",
+                                   "import crossbar, autobahn; print(crossbar.__version__, "
+                                   "autobahn.__version__)"],
+                                  capture_output=True, text=True).stdout.strip()
     return {"cpu": model, "cores": os.cpu_count(), "python": sys.version.split()[0], "node": node,
+            "crossbar_autobahn": crossbar,
             "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}
 
 
