@@ -17,6 +17,15 @@ const SIGNED_OUT_REASONS = new Set(['wampchat.close.logged_out', 'wamp.close.kil
 const AUTH_REFUSED = new Set(['wamp.error.authentication_failed', 'wamp.error.not_authorized',
   'wamp.error.no_auth_method', 'wamp.error.authorization_failed']);
 
+// How a router close reads in the connection state.
+const CLOSE_TEXT = {
+  'wamp.close.system_shutdown': 'the server is restarting',
+  'wampchat.close.token_expired': 'the token expired',
+  'wampchat.close.slow_consumer': 'too slow to keep up',
+  'wampchat.close.timeout': 'timed out',
+  'wampchat.error.unavailable': 'sign-in is unavailable for now',
+};
+
 const $ = (id) => document.getElementById(id);
 
 const app = {
@@ -266,7 +275,7 @@ function onClose(connection, reason, details) {
   }
   const delay = app.reconnectDelay;
   app.reconnectDelay = Math.min(app.reconnectDelay * 2, 15);
-  setConnection('reconnecting', `${why || reason}: reconnecting in ${delay} s…`);
+  setConnection('reconnecting', `${CLOSE_TEXT[why] || why || reason}: reconnecting in ${delay} s…`);
   app.reconnectTimer = setTimeout(() => {
     const expired = app.tokens && app.tokens.expires_at && app.tokens.expires_at < Date.now();
     if (expired && !app.tokens.refresh_token) {

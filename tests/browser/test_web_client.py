@@ -16,7 +16,9 @@ import resource
 from pathlib import Path
 
 import pytest
+from twisted.web import resource as web_resource, server
 
+from tests.integration.conftest import reactor
 from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.processes import REPO, child_env, run_process
 from tests.integration.test_js_interop import _node_binary
@@ -41,10 +43,38 @@ def dev_node(users_database):  # noqa: F811 (pytest fixture injection)
     port, issuer, node = start_dev_node(users_database, transform=_short_leave_grace)
     # As `wampchat dev` does: a sign-out at the issuer reaches the router's back-channel.
     issuer.backchannel_logout_url = f"http://127.0.0.1:{port}/backchannel-logout"
+    control = reactor().listenTCP(0, server.Site(ConnectionControl(node)), interface="127.0.0.1")
     try:
-        yield port
+        yield port, f"http://127.0.0.1:{control.getHost().port}"
     finally:
+        control.stopListening()
         stop_node(node)
+
+
+class ConnectionControl(web_resource.Resource):
+    """POST /drop?authid=..&how=lost|shutdown: the script's way to make the router end a
+    user's connections, so the page's reconnecting can be watched.
+
+    lost: the TCP connection is aborted (no WebSocket close); shutdown: GOODBYE
+    wamp.close.system_shutdown, as a router going down for a restart sends.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node) -> None:
+        super().__init__()
+        self._realm = node.realms["wampchat"]
+
+    def render_POST(self, request) -> bytes:
+        authid = request.args[b"authid"][0].decode()
+        how = request.args[b"how"][0].decode()
+        sessions = [s for s in list(self._realm.sessions.values()) if s.authid == authid]
+        for session in sessions:
+            if how == "shutdown":
+                session.close_by_router("wamp.close.system_shutdown", "restarting")
+            else:
+                session.transport.dropConnection(abort=True)
+        return str(len(sessions)).encode()
 
 
 def _output_dir() -> Path:
@@ -73,6 +103,7 @@ def _check_address_space_limit() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_two_users_and_an_admin_chat_in_chromium(dev_node):
+    port, control = dev_node
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: the browser test needs Debian's chromium "
                     "(apt-get install -y chromium; .ci/run installs it)")
@@ -83,7 +114,7 @@ async def test_two_users_and_an_admin_chat_in_chromium(dev_node):
     output = _output_dir()
     env = {**child_env(), "CHROMIUM": CHROMIUM}
     out, err, code = await run_process(
-        _uncapped([node, str(SCRIPT), f"http://127.0.0.1:{dev_node}", str(output)]),
+        _uncapped([node, str(SCRIPT), f"http://127.0.0.1:{port}", str(output), control]),
         timeout=BROWSER_TIMEOUT, cwd=str(REPO), env=env)
     steps = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     print("\n".join(json.dumps(s) for s in steps))

@@ -1,11 +1,12 @@
 // The web client in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core).
 //
-//   node tests/js/browser_chat.js <base URL> <screenshot dir>
+//   node tests/js/browser_chat.js <base URL> <screenshot dir> <control URL>
 //
 // alice (desktop size) and bob (phone size) sign in through the realm's login page
 // (authorization code + PKCE), chat both ways, alice goes away, bob sends markup that
 // must stay text, alice signs out and back in (left/joined, history on arrival), the
-// token is renewed in place, and admin sees chat.admin while alice does not.
+// token is renewed in place, the page reconnects by itself after the router drops its
+// connection (abort) or says goodbye (system shutdown) via the test's <control URL>, and admin sees chat.admin while alice does not.
 // Prints one JSON line per step; exits 1 with the failure (and a screenshot) on error.
 
 'use strict';
@@ -13,7 +14,7 @@
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const [base, outDir] = process.argv.slice(2);
+const [base, outDir, control] = process.argv.slice(2);
 const WAIT = 15000;       // ms: the bound on every wait for the page
 const EXECUTABLE = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -79,6 +80,18 @@ async function expectPresence(page, authid, status) {
 async function send(page, text) {
   await page.fill('#message-input', text);
   await page.press('#message-input', 'Enter');
+}
+
+/** Make the router end authid's connections; wait until the page shows it reconnecting, then connected. */
+async function dropAndReconnect(page, authid, how) {
+  const seen = page.waitForFunction(() => window.wampchat.state === 'reconnecting', null,
+    { timeout: WAIT, polling: 20 });
+  const response = await fetch(`${control}/drop?authid=${encodeURIComponent(authid)}&how=${how}`, { method: 'POST' });
+  if (await response.text() === '0') throw new Error(`no session of ${authid} to drop`);
+  await seen;
+  const shown = await page.textContent('#connection');
+  await page.waitForSelector('#connection[data-state="connected"]', { timeout: WAIT });
+  return shown;
 }
 
 async function main() {
@@ -152,6 +165,15 @@ async function main() {
     await send(a, 'still here after renewal');
     await expectMessage(b, 'chat.main', alice, 'still here after renewal');
     step('token renewed in place');
+
+    for (const [how, note] of [['lost', 'connection lost'], ['shutdown', 'the server is restarting']]) {
+      const shown = await dropAndReconnect(a, alice, how);
+      if (!shown.includes(note)) throw new Error(`the connection state said ${JSON.stringify(shown)}`);
+      await expectMessage(a, 'chat.main', null, `Welcome ${alice}`);
+      await send(a, `back after ${how}`);
+      await expectMessage(b, 'chat.main', alice, `back after ${how}`);
+      step('reconnected', { how, shown });
+    }
 
     const admin = await signIn(pages.admin, 'admin');
     await pages.admin.waitForSelector('.tab[data-topic="chat.admin"]:visible', { timeout: WAIT });
