@@ -36,6 +36,7 @@ const app = {
   details: null,           // WELCOME details of the current session
   closing: false,          // we closed it: no reconnect
   refreshTimer: null,
+  refreshing: null,        // the renewal in flight (a Promise), if any
   reconnectTimer: null,
   reconnectDelay: 1,
   activeTopic: MAIN,
@@ -166,13 +167,25 @@ function scheduleRefresh() {
   app.refreshTimer = setTimeout(() => refreshNow().catch(() => {}), delay);
 }
 
-/** Renew the token at the realm, then the open session's credentials at the router. */
-async function refreshNow() {
+/** Renew the token at the realm, then the open session's credentials at the router.
+ *  One renewal at a time: the realm may rotate refresh tokens, so a second request
+ *  with the same one would be refused. */
+function refreshNow() {
+  if (!app.refreshing) {
+    app.refreshing = renew().finally(() => { app.refreshing = null; });
+  }
+  return app.refreshing;
+}
+
+async function renew() {
   const oidc = app.config.keycloak;
-  if (!app.tokens || !app.tokens.refresh_token || !oidc) return false;
+  const before = app.tokens;
+  if (!before || !before.refresh_token || !oidc) return false;
+  let renewed;
   try {
-    app.tokens = await refreshTokens(oidc, app.tokens);
+    renewed = await refreshTokens(oidc, before);
   } catch (error) {
+    if (app.tokens !== before) return false;       // signed out meanwhile
     if (error.retryable) {
       // The realm is unreachable for now: try again soon; the token may still be valid.
       clearTimeout(app.refreshTimer);
@@ -182,6 +195,8 @@ async function refreshNow() {
     signOutLocally('Your sign-in has ended (' + error.message + '). Please sign in again.');
     return false;
   }
+  if (app.tokens !== before) return false;         // signed out (or in again) meanwhile
+  app.tokens = renewed;
   saveTokens(app.tokens);
   scheduleRefresh();
   if (app.session && app.session.isOpen) {
@@ -269,7 +284,9 @@ function onClose(connection, reason, details) {
       return true;
     }
     app.authRetried = true;
-    refreshNow().then((ok) => { if (ok) connect(); });
+    // Renewed, or still the old token when the realm is unreachable (refused again:
+    // back to the sign-in screen); a refused renewal has signed out already.
+    refreshNow().then(() => { if (app.tokens) connect(); });
     setConnection('reconnecting', 'renewing the token…');
     return true;
   }

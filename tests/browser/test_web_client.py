@@ -1,9 +1,9 @@
 """The web client in a real browser: headless Chromium driven by playwright-core from Node.
 
-A dev node (the shipped crossbar-like.yaml, its own development issuer, PostgreSQL)
-runs in the test's reactor; tests/js/browser_chat.js signs alice, bob and admin in
-through the issuer's login page (authorization code + PKCE) and checks what each
-page shows. Screenshots of the final pages go to tests/output/browser/ (or
+A dev node (the shipped crossbar-like.yaml, its own development issuer issuing
+20-second access tokens, PostgreSQL) runs in the test's reactor;
+tests/js/browser_chat.js signs alice, bob and admin in through the issuer's login
+page (authorization code + PKCE) and checks what each page shows. Screenshots of the final pages go to tests/output/browser/ (or
 $WAMPCHAT_TEST_OUTPUT/browser/).
 """
 
@@ -16,6 +16,7 @@ import resource
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from twisted.web import resource as web_resource, server
 
 from tests.integration.conftest import reactor
@@ -23,11 +24,11 @@ from tests.integration.dev_node import start_dev_node, stop_node
 from tests.integration.processes import REPO, child_env, run_process
 from tests.integration.test_js_interop import _node_binary
 from tests.users.conftest import no_logged_errors, postgres_server, users_database  # noqa: F401
-
-import pytest_twisted
+from wampchat.dev import issuer as dev_issuer
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCRIPT = REPO / "tests" / "js" / "browser_chat.js"
+ACCESS_LIFETIME = 20        # seconds: the page renews 10 s after signing in
 LEAVE_GRACE = 0.3           # seconds: short, so a sign-out is announced quickly
 BROWSER_TIMEOUT = 180.0     # seconds the whole browser script may take at most
 
@@ -39,7 +40,9 @@ def _short_leave_grace(config):
 
 
 @pytest.fixture
-def dev_node(users_database):  # noqa: F811 (pytest fixture injection)
+def dev_node(users_database, monkeypatch):  # noqa: F811 (pytest fixture injection)
+    # Short-lived access tokens, so the pages renew theirs by themselves during the test.
+    monkeypatch.setattr(dev_issuer, "ACCESS_LIFETIME", ACCESS_LIFETIME)
     port, issuer, node = start_dev_node(users_database, transform=_short_leave_grace)
     # As `wampchat dev` does: a sign-out at the issuer reaches the router's back-channel.
     issuer.backchannel_logout_url = f"http://127.0.0.1:{port}/backchannel-logout"

@@ -186,6 +186,13 @@ async function main() {
     await expectMessage(a, 'chat.main', null, `${admin} has joined the chat.`);
     step('admin sees chat.admin, users do not');
 
+    // Access tokens live 20 s in this test: bob's page renews its own in time, by itself.
+    await b.waitForFunction(() => document.getElementById('session-note').textContent.startsWith('Session renewed'),
+      null, { timeout: 30000 });
+    await send(b, 'bob after the automatic renewal');
+    await expectMessage(a, 'chat.main', bob, 'bob after the automatic renewal');
+    step('token renewed automatically', { note: await b.textContent('#session-note') });
+
     if (problems.length) throw new Error(problems.join('\n'));
     for (const [label, page] of Object.entries(pages)) {
       const file = path.join(outDir, `final-${label}.png`);
