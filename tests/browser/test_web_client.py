@@ -125,7 +125,7 @@ async def test_two_users_and_an_admin_chat_in_chromium(dev_node):
     assert code == 0 and not failed, (
         f"browser script failed: {failed}\nscreenshots in {output}\nstderr: {err[-4000:]}")
     done = [s["step"] for s in steps]
-    assert done[-3:] == ["screenshot"] * 3 and "admin sees chat.admin, users do not" in done
+    assert done[-4:] == ["screenshot"] * 4 and "admin sees chat.admin, users do not" in done
     shots = [Path(s["file"]) for s in steps if s.get("step") == "screenshot"]
     assert all(shot.stat().st_size > 0 for shot in shots)
     print(f"screenshots of the final pages: {', '.join(str(s) for s in shots)}")

@@ -5,7 +5,7 @@
 // alice (desktop size) and bob (phone size) sign in through the realm's login page
 // (authorization code + PKCE), chat both ways, alice goes away, bob sends markup that
 // must stay text, alice signs out and back in (left/joined, history on arrival), the
-// token is renewed in place, the page reconnects by itself after the router drops its
+// a pasted token connects, the token is renewed in place, the page reconnects by itself after the router drops its
 // connection (abort) or says goodbye (system shutdown) via the test's <control URL>, and admin sees chat.admin while alice does not.
 // Prints one JSON line per step; exits 1 with the failure (and a screenshot) on error.
 
@@ -185,6 +185,21 @@ async function main() {
     }
     await expectMessage(a, 'chat.main', null, `${admin} has joined the chat.`);
     step('admin sees chat.admin, users do not');
+
+    // A pasted token (here from the password grant) connects too.
+    const grant = await fetch(`${base}/realms/wampchat/protocol/openid-connect/token`, {
+      method: 'POST', body: new URLSearchParams({ grant_type: 'password', client_id: 'wampchat', username: 'bob', password: 'bob' }),
+    });
+    const pastedToken = (await grant.json()).access_token;
+    pages.pasted = await (await browser.newContext({ viewport: { width: 800, height: 600 } })).newPage();
+    watch(pages.pasted, 'pasted', problems);
+    await pages.pasted.goto(base + '/');
+    await pages.pasted.fill('#token-input', pastedToken);
+    await pages.pasted.click('#token-form button[type=submit]');
+    await pages.pasted.waitForSelector('#connection[data-state="connected"]', { timeout: WAIT });
+    await expectMessage(pages.pasted, 'chat.main', null, `Welcome ${bob}`);
+    await expectMessage(pages.pasted, 'chat.main', alice, 'hello from alice');     // history
+    step('pasted token connects');
 
     // Access tokens live 20 s in this test: bob's page renews its own in time, by itself.
     await b.waitForFunction(() => document.getElementById('session-note').textContent.startsWith('Session renewed'),
