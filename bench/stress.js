@@ -151,7 +151,8 @@ async function probe(opts) {
     }
     await sleep(Math.max(0, opts.interval - (performance.now() - started)));
   }
-  emit({ phase: 'result', scenario: 'probe', ...percentiles(latencies), failures });
+  emit({ phase: 'result', scenario: 'probe', ...percentiles(latencies), failures,
+    samples_ms: latencies.map((ms) => Math.round(ms)) });
   process.exit(0);
 }
 

@@ -184,7 +184,10 @@ def database_outage(port: int, url: str, env: dict, database, dsn_outside: bool)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, shorter runs")
+    parser.add_argument("--only", default="held,flood,slow,database",
+                        help="comma-separated scenarios to run (default: all four)")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
     steps = [500, 2000] if args.quick else [1000, 5000, 10000]
     flood_connections, flood_seconds = (500, 8) if args.quick else (2000, 20)
     slow_seconds = 10 if args.quick else 30
@@ -217,20 +220,25 @@ def main(argv=None) -> int:
         env.update(STRESS_TOKEN=user["access_token"], STRESS_BACKEND_TOKEN=backend["access_token"],
                    STRESS_NEW_USER_TOKEN=bob["access_token"])
         url = router.url
-        print("1. sessions held at once", flush=True)
-        results["held"] = held_sessions(router, url, env, steps)
-        print("2. connection flood with forged tokens, a legitimate user probing", flush=True)
-        results["flood"] = flood_with_probe(url, env, flood_connections, flood_seconds)
-        print(f"  {results['flood']}", flush=True)
-        print("3. slow consumer", flush=True)
-        results["slow_consumer"] = slow_consumer(router, url, env, slow_seconds)
-        results["slow_consumer"]["ended_as_slow_consumer"] = metric(
-            port, "wampchat_messages_dropped_total", '{reason="slow_consumer"}')
-        print(f"  { {k: v for k, v in results['slow_consumer'].items() if k != 'rss_samples'} }",
-              flush=True)
-        print("4. PostgreSQL stopped and started again", flush=True)
-        results["database_outage"] = database_outage(port, url, env, database, database is None)
-        print(f"  {results['database_outage']}", flush=True)
+        if "held" in only:
+            print("1. sessions held at once", flush=True)
+            results["held"] = held_sessions(router, url, env, steps)
+        if "flood" in only:
+            print("2. connection flood with forged tokens, a legitimate user probing", flush=True)
+            results["flood"] = flood_with_probe(url, env, flood_connections, flood_seconds)
+            print(f"  {results['flood']}", flush=True)
+        if "slow" in only:
+            print("3. slow consumer", flush=True)
+            results["slow_consumer"] = slow_consumer(router, url, env, slow_seconds)
+            results["slow_consumer"]["ended_as_slow_consumer"] = metric(
+                port, "wampchat_messages_dropped_total", '{reason="slow_consumer"}')
+            print(f"  { {k: v for k, v in results['slow_consumer'].items() if k != 'rss_samples'} }",
+                  flush=True)
+        if "database" in only:
+            print("4. PostgreSQL stopped and started again", flush=True)
+            results["database_outage"] = database_outage(port, url, env, database,
+                                                         database is None)
+            print(f"  {results['database_outage']}", flush=True)
     finally:
         router.stop()
         if database is not None:

@@ -310,6 +310,12 @@ class RouterSession:
             raise ProtocolError(msg.reason)
 
     def _on_hello(self, msg: message.Hello) -> None:
+        if self.address and self._context.admission.blocked(self.address):
+            # connected before its address was blocked: refused without authenticating
+            self._context.observer.login("refused", "address_blocked")
+            self.close_by_router(errors.AUTHENTICATION_FAILED,
+                                 "address_blocked: too many failed logins from this address")
+            return
         realm = self._context.realms.get(msg.realm)
         if realm is None:
             self._refuse(errors.NO_SUCH_REALM, f"no realm {msg.realm!r} on this router",

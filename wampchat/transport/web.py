@@ -33,7 +33,7 @@ from wampchat.transport.websocket import RouterWebSocketFactory
 
 log = Logger()
 
-LISTEN_BACKLOG = 1024
+LISTEN_BACKLOG = 4096                  # the kernel caps it at net.core.somaxconn
 
 PLACEHOLDER_PAGE = (b"<!doctype html><html><head><meta charset='utf-8'><title>wampchat</title>"
                     b"</head><body><h1>wampchat</h1><p>The router is running. No web client "
@@ -244,7 +244,8 @@ def listen(reactor: Any, transport_config: TransportConfig, context: RouterConte
     refuse_blocked_addresses(factory, context.admission)
     endpoint_config = transport_config.endpoint
     endpoint_type = TCP6ServerEndpoint if ":" in endpoint_config.interface else TCP4ServerEndpoint
-    # A backlog above Twisted's 50, so a burst of connections is queued, not dropped.
+    # A backlog far above Twisted's 50: a burst of connections is queued, not dropped
+    # (a dropped SYN costs a legitimate client a 1 s, then 3 s, retransmission).
     endpoint = endpoint_type(reactor, endpoint_config.port, backlog=LISTEN_BACKLOG,
                              interface=endpoint_config.interface)
     return endpoint.listen(factory)

@@ -170,7 +170,11 @@ class RouterWebSocketProtocol(WampWebSocketServerProtocol):
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST,
                                  "this router speaks the WebSocket subprotocols "
                                  + ", ".join(self.factory.protocols))
-        refusal = self.factory.context.admission.acquire(peer_address(self.transport))
+        admission = self.factory.context.admission
+        if admission.blocked(peer_address(self.transport)):
+            # blocked while this connection was being accepted: no handshake work for it
+            raise ConnectionDeny(429, "too many failed logins from this address")
+        refusal = admission.acquire(peer_address(self.transport))
         if refusal is not None:
             refuse_connection(self.factory.context, self.peer, refusal)
             raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, refusal)
