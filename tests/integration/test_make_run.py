@@ -165,3 +165,28 @@ async def test_make_run_serves_the_client_and_ctrl_c_stops_everything(make_run):
     assert not pgdata.exists(), "the throwaway database directory was not removed"
     assert f"embedded PostgreSQL in {pgdata} stopped" in output, output
     assert "Traceback" not in output, output
+
+
+def _issuer(config) -> str:
+    return next(m.keycloak.issuer for t in config.transports for m in t.auth if m.keycloak)
+
+
+def test_the_default_dev_issuer_follows_wampchat_port():
+    """Only WAMPCHAT_PORT set: the shipped default issuer (port 8080) moves with the port;
+    an explicit KEYCLOAK_REALM_URL or a remote issuer is left alone."""
+    from wampchat.config import load_config
+    from wampchat.dev.runner import follow_web_port, served_issuer
+
+    shipped = str(REPO / "crossbar-like.yaml")
+    moved = follow_web_port(load_config(shipped, environ={"WAMPCHAT_PORT": "9123"}), environ={})
+    assert _issuer(moved) == "http://127.0.0.1:9123/realms/wampchat" == served_issuer(moved)
+
+    explicit_env = {"WAMPCHAT_PORT": "9123",
+                    "KEYCLOAK_REALM_URL": "http://127.0.0.1:8080/realms/wampchat"}
+    kept = follow_web_port(load_config(shipped, environ=explicit_env), environ=explicit_env)
+    assert _issuer(kept) == "http://127.0.0.1:8080/realms/wampchat"
+
+    remote_env = {"WAMPCHAT_PORT": "9123",
+                  "KEYCLOAK_REALM_URL": "https://sso.example.org/realms/wampchat"}
+    remote = load_config(shipped, environ=remote_env)
+    assert _issuer(follow_web_port(remote, environ={})) == "https://sso.example.org/realms/wampchat"
