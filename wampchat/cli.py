@@ -126,7 +126,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     async def migrate(reactor):
         try:
-            applied = await run_migrations(reactor, dsn)
+            applied = await run_migrations(reactor, dsn,
+                                           connect_timeout=config.database.connect_timeout)
         except (AuthFailure, MigrationFailed) as exc:
             print(f"wampchat: {exc}", file=sys.stderr)
             raise SystemExit(1) from None

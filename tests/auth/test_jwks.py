@@ -211,3 +211,17 @@ def test_needs_a_source():
     """A cache with neither jwks_url nor issuer is a configuration error."""
     with pytest.raises(ValueError):
         JwksCache(object(), Clock())
+
+
+def test_a_cache_miss_is_logged_once_per_fetch(jwks, keycloak, clock):
+    """Issue 4 §7: the miss is logged (with a cut-short kid), served lookups are not."""
+    with capturedLogs() as events:
+        result_of(jwks.key_for("key-a"))
+        result_of(jwks.key_for("key-a"))
+    misses = [e for e in events if "JWKS cache miss" in e.get("log_format", "")]
+    assert len(misses) == 1 and misses[0]["kid"] == "key-a" and misses[0]["why"] == "keys expired"
+    clock.advance(11)                       # past min_refresh_interval
+    with capturedLogs() as events:
+        failure_of(jwks.key_for("x" * 500))
+    [miss] = [e for e in events if "JWKS cache miss" in e.get("log_format", "")]
+    assert miss["kid"] == "x" * 64 and miss["why"] == "unknown kid"

@@ -141,6 +141,10 @@ class JwksCache:
         now = self._clock.seconds()
         stale = now >= self._expires_at
         if (stale or kid not in self._keys) and self._may_fetch(now):
+            # kid is the token's header value: cut short, it is attacker-controlled
+            log.info("JWKS cache miss for kid {kid} at {issuer} ({why}): fetching", kid=kid[:64],
+                     issuer=self._issuer or self._jwks_url,
+                     why="keys expired" if stale else "unknown kid")
             await self._refresh()
         key = self._keys.get(kid)
         if key is not None:
