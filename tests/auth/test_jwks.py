@@ -225,3 +225,27 @@ def test_a_cache_miss_is_logged_once_per_fetch(jwks, keycloak, clock):
         failure_of(jwks.key_for("x" * 500))
     [miss] = [e for e in events if "JWKS cache miss" in e.get("log_format", "")]
     assert miss["kid"] == "x" * 64 and miss["why"] == "unknown kid"
+
+
+def test_a_slow_issuer_does_not_stall_logins_with_known_expired_keys(jwks, keycloak, clock, http):
+    """Expired but known kid: the refresh gets STALE_GRACE, then the cached key serves;
+    the fetch goes on and its keys are used once they come. An unknown kid still waits."""
+    from wampchat.auth.jwks import STALE_GRACE
+
+    result_of(jwks.key_for("key-a"))
+    clock.advance(3601)                           # expired
+    keycloak.hang = True
+    served: list = []
+    Deferred.fromCoroutine(jwks.key_for("key-a")).addBoth(served.append)
+    assert served == []                           # waiting for the refresh...
+    clock.advance(STALE_GRACE)
+    assert [key.key_id for key in served] == ["key-a"]     # ...not longer than the grace
+    unknown: list = []
+    Deferred.fromCoroutine(jwks.key_for("key-b")).addBoth(unknown.append)
+    clock.advance(STALE_GRACE)
+    assert unknown == []                          # an unknown kid waits for the fetch itself
+    keycloak.set_keys(KEY_A, KEY_B)               # the slow answer brings key-b
+    keycloak.release()
+    http.flush()
+    assert [key.key_id for key in unknown] == ["key-b"]
+    assert keycloak.jwks_requests == 2            # one fetch served both

@@ -15,7 +15,7 @@ import re
 from typing import Any, Callable
 
 import jwt
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -25,6 +25,9 @@ from wampchat.errors import Unavailable
 log = Logger()
 
 FETCH_TIMEOUT = 5.0
+# How long a login with a known but expired key waits for the refresh before the cached
+# key serves it anyway.
+STALE_GRACE = 1.0
 MAX_JWKS_BYTES = 1024 * 1024
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
@@ -145,13 +148,35 @@ class JwksCache:
             log.info("JWKS cache miss for kid {kid} at {issuer} ({why}): fetching", kid=kid[:64],
                      issuer=self._issuer or self._jwks_url,
                      why="keys expired" if stale else "unknown kid")
-            await self._refresh()
+            refreshing = ensureDeferred(self._refresh())
+            if kid in self._keys:
+                # Expired but known: fresh keys decide if they come quickly; a slow issuer
+                # must not stall logins, so after STALE_GRACE the cached key serves while
+                # the fetch goes on (as it would with the issuer down).
+                await self._at_most(refreshing, STALE_GRACE)
+            else:
+                await refreshing
         key = self._keys.get(kid)
         if key is not None:
             return key
         if self._last_failed:
             raise Unavailable("the identity provider's keys cannot be fetched")
         raise UnknownKey(f"no signing key with kid {kid[:64]!r} at the issuer")
+
+    def _at_most(self, d: Deferred, seconds: float) -> Deferred:
+        """A Deferred firing (with None) when d does or after seconds; d itself runs on."""
+        waiter: Deferred = Deferred()
+        timer = self._clock.callLater(seconds, lambda: waiter.called or waiter.callback(None))
+
+        def settled(result):
+            if timer.active():
+                timer.cancel()
+            if not waiter.called:
+                waiter.callback(None)
+            return None                    # _refresh handles its own failures
+
+        d.addBoth(settled)
+        return waiter
 
     async def refresh(self) -> None:
         """Fetch now (shared with a fetch in flight), whatever the intervals say."""
