@@ -131,3 +131,21 @@ async def test_an_address_with_too_many_failed_logins_is_refused_at_accept(net):
     assert (await within(other.joined)).authid == "bob"
     other.leave()
     await within(other.disconnected)
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_peers_are_ended_at_the_hello_and_authenticate_timeouts(net):
+    import json
+
+    net.router.context.limits = LimitsConfig(hello_timeout=0.3, authenticate_timeout=0.3)
+    port = await net.listen("web")
+    silent = await net.raw_websocket(port)                  # opens, never says HELLO
+    challenged = await net.raw_websocket(port)
+    challenged.sendMessage(json.dumps([1, "test", {"roles": {"caller": {}},
+                                                   "authmethods": ["ticket"]}]).encode(), False)
+    assert (await challenged.next_json())[0] == 4            # CHALLENGE, never answered
+    for peer in (silent, challenged):
+        abort = await peer.next_json()
+        assert abort[0] == 3 and abort[2] == errors.CLOSE_TIMEOUT, abort
+        await within(peer.closed)
+    assert net.router.realm.sessions == {}
