@@ -220,3 +220,59 @@ def test_random_sequences_keep_the_router_consistent(roles, operations):
     for client in fuzzer.clients:
         assert not any(isinstance(m, message.Goodbye) and "internal" in str(m.message)
                        for m in client.messages)
+
+
+# -- the message layer: whatever bytes arrive, decoding ends in messages or ProtocolError ----
+
+def _values(integers):
+    return st.recursive(
+        st.none() | st.booleans() | integers | st.floats(allow_nan=False) | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner,
+                                                                     max_size=4),
+        max_leaves=30)
+
+
+def _wamp_like(values):
+    return st.tuples(st.integers(0, 80), st.lists(values, max_size=6)).map(
+        lambda pair: [pair[0], *pair[1]])
+
+
+wamp_like = _wamp_like(_values(st.integers(-2**70, 2**70)))          # JSON has no int limit
+wamp_like_64 = _wamp_like(_values(st.integers(-2**63, 2**64 - 1)))   # what msgpack can encode
+
+
+def _decodes_or_violates(serializer, payload: bytes, binary: bool) -> None:
+    from autobahn.wamp.exception import ProtocolError
+
+    from wampchat.transport.serializers import InvalidUriRequest
+
+    try:
+        decoded = serializer.unserialize(payload, binary)
+    except ProtocolError:
+        return
+    for msg in decoded:
+        assert isinstance(msg, InvalidUriRequest) or hasattr(msg, "MESSAGE_TYPE"), msg
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(message=wamp_like)
+def test_any_json_message_decodes_or_is_a_protocol_violation(message):
+    import json
+
+    from wampchat.transport.websocket import SHARED_SERIALIZERS
+
+    _decodes_or_violates(SHARED_SERIALIZERS["json"], json.dumps(message).encode(), False)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(message=wamp_like_64, noise=st.binary(max_size=64))
+def test_any_binary_message_decodes_or_is_a_protocol_violation(message, noise):
+    import cbor2
+    import msgpack
+
+    from wampchat.transport.websocket import SHARED_SERIALIZERS
+
+    _decodes_or_violates(SHARED_SERIALIZERS["msgpack"], msgpack.packb(message), True)
+    _decodes_or_violates(SHARED_SERIALIZERS["cbor"], cbor2.dumps(message), True)
+    _decodes_or_violates(SHARED_SERIALIZERS["msgpack"], noise, True)
+    _decodes_or_violates(SHARED_SERIALIZERS["cbor"], noise, True)
