@@ -18,8 +18,8 @@ from twisted.logger import Logger
 
 from wampchat.auth.authenticator import TransportInfo
 from wampchat.router.session import RouterContext
-from wampchat.transport.websocket import (OutboundGuard, end_slow_consumer, peer_address,
-                                          refuse_connection, shared_serializers)
+from wampchat.transport.websocket import (HoldsAdmissionSlot, OutboundGuard, end_slow_consumer,
+                                          peer_address, refuse_connection, shared_serializers)
 
 log = Logger()
 
@@ -29,14 +29,13 @@ MAX_MESSAGE_SIZE = 2 ** 24
 MAX_CONNECTIONS_REPLY = bytes((0x7F, 0x40, 0x00, 0x00))
 
 
-class RouterRawSocketProtocol(WampRawSocketServerProtocol):
+class RouterRawSocketProtocol(HoldsAdmissionSlot, WampRawSocketServerProtocol):
     """One WAMP-over-RawSocket connection to the router (Autobahn ITransport)."""
 
     factory: RouterRawSocketFactory
 
     _closing = False
     _guard: OutboundGuard | None = None
-    _slot: str | None = None        # the client address whose admission slot this holds
 
     _refused = False
 
@@ -56,14 +55,6 @@ class RouterRawSocketProtocol(WampRawSocketServerProtocol):
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
             super().dataReceived(data)
-
-    def connectionLost(self, reason) -> None:
-        try:
-            super().connectionLost(reason)
-        finally:
-            if self._slot is not None:
-                self.factory.context.admission.release(self._slot)
-                self._slot = None
 
     def _on_handshake_complete(self) -> None:
         """Serializer agreed: create the router session for this connection."""

@@ -141,22 +141,27 @@ def refuse_connection(context: RouterContext, peer: str | None, refusal: str) ->
     log.warn("connection from {peer} refused: {refusal}", peer=peer, refusal=refusal)
 
 
-class RouterWebSocketProtocol(WampWebSocketServerProtocol):
+class HoldsAdmissionSlot:
+    """Mixin of the router's socket protocols: the admission slot is given back on close."""
+
+    _slot: str | None = None        # the client address whose admission slot this holds
+
+    def connectionLost(self, reason) -> None:
+        try:
+            super().connectionLost(reason)      # type: ignore[misc]
+        finally:
+            if self._slot is not None:
+                self.factory.context.admission.release(self._slot)   # type: ignore[attr-defined]
+                self._slot = None
+
+
+class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
     """One WAMP-over-WebSocket connection to the router (Autobahn ITransport)."""
 
     factory: RouterWebSocketFactory
 
     _info: TransportInfo | None = None
     _guard: OutboundGuard | None = None
-    _slot: str | None = None        # the client address whose admission slot this holds
-
-    def connectionLost(self, reason) -> None:
-        try:
-            super().connectionLost(reason)
-        finally:
-            if self._slot is not None:
-                self.factory.context.admission.release(self._slot)
-                self._slot = None
 
     def onConnect(self, request: ConnectionRequest) -> tuple[str, dict[str, str]]:
         """Pick the first WAMP subprotocol we speak; keep the peer and any bearer token."""
