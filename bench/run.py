@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -402,8 +403,71 @@ def pin_postmaster(pgdata: Path, core: int) -> None:
 
 # -- one load generator run -----------------------------------------------------------------
 
+class Profiler:
+    """py-spy sampling a server's processes during each measured step (core 1, --nonblocking).
+
+    Output: collapsed stacks per step, then the top frames by own and by inclusive samples.
+    """
+
+    def __init__(self, py_spy: str, directory: Path, servers: set[str], rate: int = 250) -> None:
+        self.py_spy, self.directory, self.servers, self.rate = py_spy, directory, servers, rate
+        self.summaries: dict[str, dict] = {}      # "server/scenario/step" -> top frames
+
+    def start(self, server: Server, label: str) -> tuple[subprocess.Popen, Path] | None:
+        if server.name not in self.servers:
+            return None
+        path = self.directory / (label.replace("/", "_").replace(" ", "-") + ".txt")
+        process = subprocess.Popen(
+            ["taskset", "-c", LOAD_CORE, self.py_spy, "record", "--pid", str(server.process.pid),
+             "--rate", str(self.rate), "--format", "raw", "--output", str(path), "--nonblocking",
+             "--subprocesses"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return process, path
+
+    def stop(self, running: tuple[subprocess.Popen, Path] | None, label: str) -> None:
+        if running is None:
+            return
+        process, path = running
+        process.send_signal(signal.SIGINT)              # py-spy writes its output on SIGINT
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if path.exists():
+            self.summaries[label] = top_frames(path.read_text(errors="replace"))
+
+
+def top_frames(collapsed: str, count: int = 15) -> dict:
+    """Top frames of py-spy's collapsed stacks: by own samples and by inclusive samples."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        n = int(samples)
+        total += n
+        # per function, not per line: "name (file.py:123)" -> "name (file.py)"
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";") if frame]
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+        # inclusive: what the reactor calls into, without the reactor and process frames
+        for frame in set(frames):
+            if not frame.startswith(("process ", "<module>")) and "(twisted/" not in frame \
+                    and "(wampchat/cli.py)" not in frame:
+                inclusive[frame] = inclusive.get(frame, 0) + n
+
+    def top(counts: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(counts.items(), key=lambda item: -item[1])[:count]
+        return [(frame, round(100.0 * n / total, 1)) for frame, n in ranked]
+    return {"samples": total, "own_pct": top(own) if total else [],
+            "inclusive_pct": top(inclusive) if total else []}
+
+
 def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str, str],
-             timeout: float, tokens_path: Path, issuer_port: int, repetition: int) -> dict:
+             timeout: float, tokens_path: Path, issuer_port: int, repetition: int,
+             profiler: Profiler | None = None) -> dict:
     """Run load.js once against `server`; the result with each step's server figures added."""
     args = [arg.replace("{rep}", str(repetition)) for arg in scenario.args]
     command = ["taskset", "-c", LOAD_CORE, "node", str(BENCH_DIR / "load.js"), "--url", server.url,
@@ -416,11 +480,15 @@ def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str,
     marks: dict[str, tuple] = {}                            # step -> figures at ready
     server_steps: dict[str, dict] = {}                      # step -> server figures
     result = None
+    profiling = None
     try:
         for line in load.stdout:
             message = json.loads(line)
             phase = message.get("phase")
             if phase == "ready":
+                if profiler is not None:
+                    profiling = profiler.start(
+                        server, f"{server.name}/{scenario.name}/{message['step']}/{repetition}")
                 marks[message["step"]] = (server.cpu_seconds(), core_busy_seconds(SERVER_CORE),
                                           time.monotonic(), server.rss_bytes(),
                                           jwks_requests(issuer_port))
@@ -429,6 +497,10 @@ def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str,
             elif phase == "done":
                 cpu0, busy0, wall0, rss0, jwks0 = marks[message["step"]]
                 cpu = server.cpu_seconds() - cpu0
+                if profiler is not None:
+                    profiler.stop(profiling, f"{server.name}/{scenario.name}/{message['step']}/"
+                                  f"{repetition}")
+                    profiling = None
                 server_steps[message["step"]] = {
                     "server_cpu_s": cpu,
                     "core_other_cpu_s": max(0.0, core_busy_seconds(SERVER_CORE) - busy0 - cpu),
@@ -627,6 +699,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--wampchat", default=str(REPO / ".venv" / "bin" / "wampchat"))
     parser.add_argument("--crossbar", default=str(CROSSBAR_VENV / "bin" / "crossbar"))
     parser.add_argument("--keep-logs", action="store_true", help="copy server logs into bench/results/")
+    parser.add_argument("--profile", default="", metavar="SERVERS",
+                        help="py-spy the measured steps of these servers (e.g. wampchat); "
+                        "slows them: not for the headline figures")
+    parser.add_argument("--py-spy", default=str(CROSSBAR_VENV / "bin" / "py-spy"))
     parser.add_argument("--serve-issuer", nargs=5, metavar=("PORT", "TOKENS", "EXISTING",
                                                             "BLOCKS", "BLOCK_SIZE"),
                         help=argparse.SUPPRESS)      # internal: the issuer process
@@ -703,6 +779,14 @@ def main(argv=None) -> int:
                                str(tokens_path), str(args.existing_users), str(repetitions),
                                str(first_block)], issuer_port, workdir / "issuer.log", core=LOAD_CORE)
     exit_codes: dict[str, int | None] = {}
+    profiler = None
+    if args.profile:
+        if not Path(args.py_spy).exists():
+            raise SystemExit(f"{args.py_spy} is missing: pip install py-spy into "
+                             f"{CROSSBAR_VENV.relative_to(REPO)} (not into wampchat's venv)")
+        profile_dir = RESULTS_DIR / f"{started_at}-profile"
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        profiler = Profiler(args.py_spy, profile_dir, {s.strip() for s in args.profile.split(",")})
     try:
         databases.start()
         minting = issuer.start(env, timeout=300)
@@ -723,7 +807,7 @@ def main(argv=None) -> int:
                     timeout = 120 + 4 * duration
                     try:
                         result = run_load(server, scenario, duration, env, timeout, tokens_path,
-                                          issuer_port, repetition)
+                                          issuer_port, repetition, profiler)
                     except RuntimeError as error:
                         failures.append(str(error))
                         print(f"  {scenario.name:<20} rep {repetition + 1} {server.name:<8} "
@@ -783,8 +867,22 @@ def main(argv=None) -> int:
         "markdown_table": "\n".join(table_lines(table, names, markdown=True)),
         "runs": {f"{server}/{scenario}": results for (server, scenario), results in runs.items()},
     }, indent=2))
+    if profiler is not None:
+        print_profiles(profiler.summaries)
+        (profile_dir / "summary.json").write_text(json.dumps(profiler.summaries, indent=2))
+        print(f"profiles: {profile_dir.relative_to(REPO)}/")
     print(f"results: {out.relative_to(REPO)}")
     return 1 if failures else 0
+
+
+def print_profiles(summaries: dict[str, dict], count: int = 12) -> None:
+    for label, summary in summaries.items():
+        print(f"\nprofile {label}: {summary['samples']} samples; top own time:")
+        for frame, pct in summary["own_pct"][:count]:
+            print(f"  {pct:5.1f}%  {frame}")
+        print("  top inclusive:")
+        for frame, pct in summary["inclusive_pct"][:count]:
+            print(f"  {pct:5.1f}%  {frame}")
 
 
 def progress_line(result: dict) -> str:
