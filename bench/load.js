@@ -37,6 +37,9 @@
 //   AUTHENTICATE, WELCOME, GOODBYE (answered), WebSocket close. handshakes/s and latency
 //   from connect to close (and to WELCOME); `existing` tokens in turn (all used once in
 //   the warm-up, so the users exist), or a block of first-time users, each once.
+// With --rate > 0, rpc and handshake (existing users) add a step `fixed_rate`: calls or
+//   handshakes offered at that rate whatever the server does (open loop), for latency at
+//   the same load for every server.
 // idle: opens authenticated sessions up to each count of --sessions, one step per count,
 //   then waits --settle seconds, so that the orchestrator reads the router's RSS.
 'use strict';
@@ -425,6 +428,57 @@ function runFanout(opts, mode, subscribers, publisher, topic, samples, maxPubs, 
   });
 }
 
+// One RPC step at a fixed offered rate (open loop): --rate calls/s in all, spread over the
+// callers in turn whatever the router does, so every server is measured at the same load.
+function runRpcFixed(opts, callers, procedure, samples) {
+  let calls = 0, answered = 0, stored = 0, stopped = false, lastResultAt = 0, tickTimer = null;
+  let finish;
+  const finished = new Promise((resolve) => { finish = resolve; });
+  for (const caller of callers) {
+    caller.sent = new Map();                       // request id -> sent at
+    caller.onResult = (m) => {
+      const now = performance.now();
+      const sentAt = caller.sent.get(m[1]);
+      if (sentAt === undefined) return;
+      caller.sent.delete(m[1]);
+      answered++;
+      if (stored < samples.length) samples[stored++] = now - sentAt;
+      lastResultAt = now;
+      if (stopped && answered === calls) finish();
+    };
+  }
+  const startedAt = performance.now();
+  function tick() {
+    tickTimer = null;
+    if (stopped) return;
+    const due = Math.min(opts.maxCount, Math.floor((performance.now() - startedAt) * opts.rate / 1000) + 1);
+    while (calls < due) {
+      const caller = callers[calls % callers.length];
+      const requestId = caller.nextRequest++;
+      caller.sent.set(requestId, performance.now());
+      calls++;
+      caller.send([CALL, requestId, {}, procedure, [calls]]);
+    }
+    tickTimer = setTimeout(tick, 1);
+  }
+  const stopTimer = setTimeout(() => {
+    stopped = true;
+    if (answered === calls) finish();
+  }, opts.duration * 1000);
+  tick();
+  const [drainLimit, cancelDrainLimit] = deadline(opts.duration * 1000 + 10000);
+  return Promise.race([finished, drainLimit]).then(() => {
+    clearTimeout(stopTimer);
+    if (tickTimer) clearTimeout(tickTimer);
+    cancelDrainLimit();
+    stopped = true;
+    const elapsedMs = (lastResultAt || performance.now()) - startedAt;
+    return { calls: answered, unanswered: calls - answered, elapsed_ms: elapsedMs,
+             offered_per_s: opts.rate, rate_per_s: answered / (elapsedMs / 1000),
+             latency: percentiles(samples, stored) };
+  });
+}
+
 // One measured RPC step: every caller keeps one call in flight (closed loop).
 function runRpc(opts, callers, procedure, samples) {
   let calls = 0, stored = 0, stopped = false, lastResultAt = 0, outstanding = 0;
@@ -535,6 +589,55 @@ function runHandshakes(opts, tokens, cyclic, samples, welcomeSamples, durationS)
   });
 }
 
+// One handshake step at a fixed offered rate (open loop, existing users in turn): latency at
+// the same load for every server. At most 500 in flight; a start that would exceed it is skipped
+// and counted.
+function runHandshakesFixed(opts, tokens, samples, welcomeSamples) {
+  const codec = CODECS[opts.serializer];
+  let started = 0, ok = 0, failed = 0, skipped = 0, stored = 0, active = 0, stopped = false;
+  let lastAt = 0, tickTimer = null, done = false;
+  const reasons = {};
+  return new Promise((resolve) => {
+    const startedAt = performance.now();
+    function finish() {
+      if (done) return;
+      done = true;
+      if (tickTimer) clearTimeout(tickTimer);
+      const elapsedMs = (lastAt || performance.now()) - startedAt;
+      resolve({ handshakes: ok, failed, skipped, failure_reasons: reasons, elapsed_ms: elapsedMs,
+                offered_per_s: opts.rate, rate_per_s: ok / (elapsedMs / 1000),
+                latency: percentiles(samples, stored),
+                latency_to_welcome: percentiles(welcomeSamples, stored) });
+    }
+    function tick() {
+      tickTimer = null;
+      if (stopped) return;
+      const due = Math.floor((performance.now() - startedAt) * opts.rate / 1000) + 1;
+      while (started < due) {
+        started++;
+        if (active >= 500) { skipped++; continue; }
+        active++;
+        handshakeOnce(opts, codec, tokens[started % tokens.length]).then(([total, welcome]) => {
+          if (stored < samples.length) { samples[stored] = total; welcomeSamples[stored++] = welcome; }
+          ok++;
+        }, (err) => {
+          failed++;
+          const reason = String(err && err.message).slice(0, 120);
+          reasons[reason] = (reasons[reason] || 0) + 1;
+        }).then(() => {
+          active--;
+          lastAt = performance.now();
+          if (stopped && active === 0) finish();
+        });
+      }
+      tickTimer = setTimeout(tick, 1);
+    }
+    setTimeout(() => { stopped = true; if (active === 0) finish(); }, opts.duration * 1000).unref();
+    setTimeout(finish, opts.duration * 1000 + 15000).unref();   // whatever is still in flight then
+    tick();
+  });
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -570,8 +673,12 @@ async function prepare(opts, tag) {
     // Not measured: every existing user logs in once (so they exist in the router's database),
     // which also warms up the router's code paths for the first-time step.
     await runHandshakes(opts, existing, false, samples, welcomeSamples, 60);
-    return { sessions: [], steps: [{ name: 'closed_loop', run: () =>
-      runHandshakes(opts, tokens, cyclic, samples, welcomeSamples, opts.duration) }] };
+    const steps = [{ name: 'closed_loop', run: () =>
+      runHandshakes(opts, tokens, cyclic, samples, welcomeSamples, opts.duration) }];
+    if (opts.rate > 0 && cyclic) {
+      steps.push({ name: 'fixed_rate', run: () => runHandshakesFixed(opts, tokens, samples, welcomeSamples) });
+    }
+    return { sessions: [], steps };
   }
   if (opts.scenario === 'idle') {
     const counts = opts.sessions.split(',').map(Number);
@@ -595,8 +702,9 @@ async function prepare(opts, tag) {
     const callers = await openSessions(opts, opts.callers);
     const samples = new Float64Array(Math.min(opts.maxCount, MAX_SAMPLES));
     await runRpc({ ...opts, duration: 0.3 }, callers, procedure, samples);
-    return { sessions: [callee].concat(callers),
-             steps: [{ name: 'closed_loop', run: () => runRpc(opts, callers, procedure, samples) }] };
+    const steps = [{ name: 'closed_loop', run: () => runRpc(opts, callers, procedure, samples) }];
+    if (opts.rate > 0) steps.push({ name: 'fixed_rate', run: () => runRpcFixed(opts, callers, procedure, samples) });
+    return { sessions: [callee].concat(callers), steps };
   }
   throw new Error(`unknown scenario ${opts.scenario}`);
 }

@@ -89,7 +89,8 @@ class Scenario:
     restart: bool = False     # restart each server before every run (memory)
 
 
-def scenarios(fixed_rate_events: int, first_block: int, idle: str) -> list[Scenario]:
+def scenarios(fixed_rate_events: int, first_block: int, idle: str, fixed_rate_calls: int = 1000,
+              fixed_rate_handshakes: int = 100) -> list[Scenario]:
     def handshake(which: str, args: tuple[str, ...]) -> Scenario:
         return Scenario(f"handshake {which}", ("--scenario", "handshake", "--concurrency", "16",
                                                *args), "handshakes")
@@ -101,10 +102,11 @@ def scenarios(fixed_rate_events: int, first_block: int, idle: str) -> list[Scena
                          "--rate", str(rate), "--serializer", serializer), "events")
 
     def rpc(callers: int) -> Scenario:
-        return Scenario(f"rpc {callers}", ("--scenario", "rpc", "--callers", str(callers)), "calls")
+        return Scenario(f"rpc {callers}", ("--scenario", "rpc", "--callers", str(callers),
+                                           "--rate", str(fixed_rate_calls)), "calls")
 
     return [
-        handshake("existing", ("--token-set", "existing")),
+        handshake("existing", ("--token-set", "existing", "--rate", str(fixed_rate_handshakes))),
         # a block of first-time users per repetition, each once; bounded by count, not time
         handshake("first-time", ("--token-set", "first:{rep}", "--duration", "120")),
         fanout(100, 4, "json"), fanout(100, 4, "msgpack"),
@@ -549,6 +551,7 @@ METRICS = {
         ("p99 ms", "closed_loop", ("latency", "p99_ms"), False),
         ("handshakes/router-CPU-s", "closed_loop", ("ops_per_server_cpu_s",), True),
         ("JWKS fetches/1000 conn", "closed_loop", ("jwks_per_1000",), False),
+        ("p99 ms at fixed rate", "fixed_rate", ("latency", "p99_ms"), False),
     ],
     "events": [
         ("events/s", "saturation", ("rate_per_s",), True),
@@ -561,6 +564,7 @@ METRICS = {
         ("p50 ms", "closed_loop", ("latency", "p50_ms"), False),
         ("p99 ms", "closed_loop", ("latency", "p99_ms"), False),
         ("calls/router-CPU-s", "closed_loop", ("ops_per_server_cpu_s",), True),
+        ("p99 ms at fixed rate", "fixed_rate", ("latency", "p99_ms"), False),
     ],
     "memory": [],        # filled from the idle counts (idle_<n>)
 }
@@ -688,6 +692,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default 3, --quick 1)")
     parser.add_argument("--fixed-rate-events", type=int, default=10000,
                         help="offered events/s of the fan-out fixed_rate step (default %(default)s)")
+    parser.add_argument("--fixed-rate-calls", type=int, default=1000,
+                        help="offered calls/s of the RPC fixed_rate step (default %(default)s)")
+    parser.add_argument("--fixed-rate-handshakes", type=int, default=100,
+                        help="offered handshakes/s of the handshake fixed_rate step "
+                        "(default %(default)s)")
     parser.add_argument("--existing-users", type=int, default=200)
     parser.add_argument("--first-time-users", type=int,
                         help="first-time logins per repetition (default 1000, --quick 200)")
@@ -757,7 +766,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.crossbar} is missing: `make bench` installs Crossbar.io into "
                          f"{CROSSBAR_VENV.relative_to(REPO)}")
     os.sched_setaffinity(0, {int(LOAD_CORE)})             # keep this orchestrator off the server core
-    scenario_list = scenarios(args.fixed_rate_events, first_block, idle)
+    scenario_list = scenarios(args.fixed_rate_events, first_block, idle, args.fixed_rate_calls,
+                              args.fixed_rate_handshakes)
     if args.scenarios:
         wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
         scenario_list = [s for s in scenario_list if any(s.name.startswith(w) for w in wanted)]
@@ -860,7 +870,10 @@ def main(argv=None) -> int:
         "started_at": started_at,
         "command": " ".join([sys.executable, "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(), "duration_per_step_s": duration, "repetitions": repetitions,
-        "fixed_rate_events_per_s": args.fixed_rate_events, "first_time_users_per_rep": first_block,
+        "fixed_rate_events_per_s": args.fixed_rate_events,
+        "fixed_rate_calls_per_s": args.fixed_rate_calls,
+        "fixed_rate_handshakes_per_s": args.fixed_rate_handshakes,
+        "first_time_users_per_rep": first_block,
         "existing_users": args.existing_users, "idle_counts": idle, "startup_s": startup,
         "exit_codes": exit_codes, "failures": failures, "load_generator": load_cpu,
         "load_generator_by_scenario": load_cpu_by_scenario(runs), "table": table,
