@@ -89,3 +89,21 @@ async def test_autobahn_missing_is_a_404_and_a_log_line_then_served_once_install
     assert found.headers.getRawHeaders(b"content-type")[0].split(b";")[0] in (
         b"text/javascript", b"application/javascript")
     assert other.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_client_files_carry_a_content_security_policy(tmp_path):
+    port, base = await _serve(tmp_path, (KEYCLOAK,))
+    try:
+        page, _ = await _get(base + "/")
+        named, _ = await _get(base + "/index.html")
+        health, _ = await _get(base + "/healthz")
+    finally:
+        await port.stopListening()
+    [policy] = page.headers.getRawHeaders(b"content-security-policy")
+    assert named.headers.getRawHeaders(b"content-security-policy") == [policy]
+    directives = dict(d.strip().split(" ", 1) for d in policy.decode().split(";"))
+    assert directives["script-src"] == "'self'"                 # no inline script, no eval
+    assert directives["connect-src"] == "'self' https://sso.example.org"
+    assert directives["frame-ancestors"] == "'none'"
+    assert health.headers.getRawHeaders(b"content-security-policy") is None

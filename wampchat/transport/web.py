@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -76,10 +77,39 @@ class MetricsResource(resource.Resource):
 
 
 class WebDirectory(static.File):
-    """The web client's files; directories without an index are not listed."""
+    """The web client's files; directories without an index are not listed.
+
+    Every answer carries ``policy`` as its Content-Security-Policy: scripts and
+    styles from this origin only, no inline script, so even text that reached the
+    page as HTML by mistake could not run (defence in depth behind textContent).
+    """
+
+    policy: bytes | None = None
+
+    def createSimilarFile(self, path):
+        similar = super().createSimilarFile(path)
+        similar.policy = self.policy
+        return similar
 
     def directoryListing(self):
         return pages.forbidden("Directory listing is disabled.")
+
+    def render_GET(self, request):
+        if self.policy:
+            request.setHeader(b"Content-Security-Policy", self.policy)
+            request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        return super().render_GET(request)
+
+
+def content_security_policy(client: dict[str, Any]) -> bytes:
+    """The page's CSP: this origin, plus the Keycloak origin the page fetches tokens from."""
+    connect = ["'self'"]
+    if client.get("keycloak"):
+        url = urlsplit(client["keycloak"]["token_endpoint"])
+        connect.append(f"{url.scheme}://{url.netloc}")
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src {' '.join(connect)}; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'").encode("ascii")
 
 
 class Placeholder(resource.Resource):
@@ -192,8 +222,10 @@ def build_site(context: RouterContext, transport_config: TransportConfig, metric
     maps a first path segment to a resource (e.g. b"backchannel-logout").
     """
     directory = transport_config.web_directory
+    client = client_config(transport_config, list(context.realms))
     if directory and os.path.isdir(directory):
         root: resource.Resource = WebDirectory(directory)
+        root.policy = content_security_policy(client)
     else:
         if directory:
             log.warn("web directory {directory} does not exist: serving a placeholder page",
@@ -204,8 +236,7 @@ def build_site(context: RouterContext, transport_config: TransportConfig, metric
     root.putChild(transport_config.ws_path.strip("/").encode("utf-8"), WebSocketResource(factory))
     root.putChild(b"healthz", HealthResource(health))
     root.putChild(b"metrics", MetricsResource(_registry_of(metrics)))
-    root.putChild(b"config.json",
-                  ClientConfigResource(client_config(transport_config, list(context.realms))))
+    root.putChild(b"config.json", ClientConfigResource(client))
     vendor = Vendor()
     package, filename = AUTOBAHN_BROWSER
     vendor.putChild(filename.encode("ascii"), VendorFile(
