@@ -4,8 +4,10 @@
 a test can build several nodes in one process. It is the router's
 ``SessionObserver`` (messages by type, login outcomes, drops, protocol
 violations), counts sessions per realm, and offers hooks for the JWKS cache and
-the database pool. The per-message path is one dict lookup and one increment:
-label children are bound once, never ``.labels()`` per message.
+the database pool. Messages received are counted in a plain dict (one increment of
+a Python int per message: prometheus_client's counters take a lock on every
+``inc()``) and turned into the ``wampchat_messages_received_total`` counter when
+/metrics is scraped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Callable
 
 from autobahn.wamp.serializer import Serializer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from wampchat.router.session import SessionObserver
 
@@ -35,9 +38,9 @@ class Metrics(SessionObserver):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         reg = self.registry
-        self.messages_received = Counter(
-            "wampchat_messages_received", "WAMP messages received, by message type",
-            ["type"], registry=reg)
+        # message class -> how many were received (the hot path: no lock, no label lookup)
+        self._received: dict[type, int] = dict.fromkeys(Serializer.MESSAGE_TYPE_MAP.values(), 0)
+        reg.register(_ReceivedCollector(self._received))
         self.logins = Counter(
             "wampchat_logins", "Login outcomes (accepted/refused) by reason or authmethod",
             ["outcome", "reason"], registry=reg)
@@ -63,11 +66,6 @@ class Metrics(SessionObserver):
         self.db_pool_connections = Gauge(
             "wampchat_db_pool_connections", "Database pool connections, by state",
             ["state"], registry=reg)
-        # message class -> bound counter child (the hot path)
-        self._by_message_class: dict[type, Any] = {
-            cls: self.messages_received.labels(_message_kind(cls))
-            for cls in Serializer.MESSAGE_TYPE_MAP.values()
-        }
         # (outcome, reason) -> bound counter child; reasons are a small, stable set
         self._login_children: dict[tuple[str, str], Any] = {}
         # reason -> bound counter child
@@ -79,12 +77,12 @@ class Metrics(SessionObserver):
     # -- SessionObserver ----------------------------------------------------------------
 
     def message_received(self, msg: Any) -> None:
-        child = self._by_message_class.get(type(msg))
-        if child is None:
-            # A class outside WAMP's table (never from the serializers): bind it once.
-            child = self._by_message_class[type(msg)] = \
-                self.messages_received.labels(_message_kind(type(msg)))
-        child.inc()
+        kind = type(msg)
+        received = self._received
+        if kind in received:
+            received[kind] += 1
+        else:                   # a class outside WAMP's table (e.g. an unparsable request)
+            received[kind] = 1
 
     def login(self, outcome: str, reason: str) -> None:
         key = (outcome, reason)
@@ -147,3 +145,20 @@ class Metrics(SessionObserver):
     def _oldest_key_age(self) -> float:
         ages = [age for age in (cache.age() for cache in self._jwks_caches) if age is not None]
         return max(ages) if ages else math.nan
+
+
+class _ReceivedCollector:
+    """wampchat_messages_received_total{type=...}, read from the counting dict at scrape time."""
+
+    def __init__(self, received: dict[type, int]) -> None:
+        self._received = received
+
+    def collect(self):
+        family = CounterMetricFamily("wampchat_messages_received",
+                                     "WAMP messages received, by message type", labels=["type"])
+        for kind, count in list(self._received.items()):
+            family.add_metric([_message_kind(kind)], count)
+        yield family
+
+    def describe(self):
+        return []

@@ -350,3 +350,21 @@ async def test_slowloris_headers_are_cut_off_at_the_handshake_deadline(net):
     client = await net.websocket(port)
     await task.deferLater(reactor(), 1.5, lambda: None)
     assert await client.call("wamp.session.count") >= 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_event_over_a_subscribers_message_size_is_dropped_for_it_only(net):
+    """max_message_size also bounds what the router sends on that transport."""
+    small = await net.listen("web", options=WebSocketOptions(auto_ping_interval=0,
+                                                             max_message_size=2000))
+    large = await net.listen("web")
+    handler, wait_for = _collector()
+    subscriber = await net.websocket(small, "json")
+    await subscriber.subscribe(handler, "room.big")
+    publisher = await net.websocket(large, "msgpack")
+    await publisher.publish("room.big", "x" * 5000, options=PublishOptions(acknowledge=True))
+    await publisher.publish("room.big", "small", options=PublishOptions(acknowledge=True))
+    assert await wait_for(1) == [(("small",), {})]
+    assert net.router.metrics.registry.get_sample_value(
+        "wampchat_messages_dropped_total", {"reason": "message_too_large"}) == 1
+    assert subscriber.is_attached()

@@ -276,3 +276,23 @@ def test_any_binary_message_decodes_or_is_a_protocol_violation(message, noise):
     _decodes_or_violates(SHARED_SERIALIZERS["cbor"], cbor2.dumps(message), True)
     _decodes_or_violates(SHARED_SERIALIZERS["msgpack"], noise, True)
     _decodes_or_violates(SHARED_SERIALIZERS["cbor"], noise, True)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(values=st.lists(_values(st.integers(-2**70, 2**70)) | st.binary(max_size=12)
+                       | st.text(alphabet="\x00ab", max_size=4), max_size=5))
+def test_the_fast_json_decoder_reads_what_autobahn_reads(values):
+    """Our C-scanner fast path and Autobahn's own decoder agree, bytes and NULs included."""
+    from autobahn.wamp.serializer import JsonObjectSerializer
+
+    from wampchat.transport.serializers import RouterJsonSerializer
+
+    def outcome(decoder, payload):
+        try:
+            return decoder.unserialize(payload)
+        except Exception as exc:          # e.g. "\x00a" is not base64: both must refuse it
+            return type(exc)
+
+    payload = JsonObjectSerializer().serialize([16, 1, {}, "a.b", values])
+    assert outcome(RouterJsonSerializer()._serializer, payload) == \
+        outcome(JsonObjectSerializer(), payload)

@@ -9,12 +9,14 @@ so the client gets its answer instead of a hang. The hot path is Autobahn's own.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from autobahn.wamp import message
 from autobahn.wamp.exception import InvalidUriError, ProtocolError
-from autobahn.wamp.serializer import CBORSerializer, JsonSerializer, MsgPackSerializer
+from autobahn.wamp.serializer import (CBORSerializer, JsonObjectSerializer, JsonSerializer,
+                                      MsgPackSerializer)
 
 # Messages a peer sends that carry a request id in position 1.
 _REQUESTS = frozenset(kind.MESSAGE_TYPE for kind in (
@@ -62,8 +64,25 @@ class _AnswersInvalidUris:
         return parsed
 
 
+class _FastJsonObjectSerializer(JsonObjectSerializer):
+    """Decodes with the C scanner unless the text holds WAMP's binary-in-JSON strings.
+
+    Autobahn's decoder turns strings starting with NUL into bytes and so must use the
+    pure-Python scanner for every message (the largest single cost of a JSON session in
+    the profile). A NUL inside a JSON string is always written as the escape \\u0000, so
+    a payload without that escape has no binary strings: json.loads decodes it exactly.
+    """
+
+    def unserialize(self, payload: bytes) -> list[Any]:
+        if self._batched or b"\\u0000" in payload:
+            return super().unserialize(payload)
+        return [json.loads(payload.decode("utf8"))]
+
+
 class RouterJsonSerializer(_AnswersInvalidUris, JsonSerializer):
-    pass
+    def __init__(self) -> None:
+        super().__init__()
+        self._serializer = _FastJsonObjectSerializer()
 
 
 class RouterMsgPackSerializer(_AnswersInvalidUris, MsgPackSerializer):

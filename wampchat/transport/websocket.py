@@ -18,12 +18,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from autobahn.exception import PayloadExceededError
 from autobahn.twisted.websocket import WampWebSocketServerFactory, WampWebSocketServerProtocol
 from autobahn.wamp.exception import ProtocolError, TransportLost
 from autobahn.wamp.serializer import Serializer
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -141,6 +140,21 @@ def refuse_connection(context: RouterContext, peer: str | None, refusal: str) ->
     log.warn("connection from {peer} refused: {refusal}", peer=peer, refusal=refusal)
 
 
+# The last WebSocket frame built, per kind (text/binary): a fan-out sends the same payload
+# object (serialized once per serializer) to every subscriber of that serializer, so the
+# frame around it is built once too (the raw ceiling's sendPreparedMessage).
+_last_frames: dict[bool, tuple[bytes, PreparedMessage]] = {}
+
+
+def _prepared(payload: bytes, is_binary: bool) -> PreparedMessage:
+    last = _last_frames.get(is_binary)
+    if last is not None and last[0] is payload:
+        return last[1]
+    prepared = PreparedMessage(payload, is_binary, False, False)   # server frames: unmasked
+    _last_frames[is_binary] = (payload, prepared)
+    return prepared
+
+
 class HoldsAdmissionSlot:
     """Mixin of the router's socket protocols: the admission slot is given back on close."""
 
@@ -236,15 +250,16 @@ class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
                      peer=self.peer, error=str(exc))
             self.factory.context.observer.dropped("unserializable")
             return
-        if self._guard is not None and not self._guard.admit(len(payload)):
+        size = len(payload)
+        if self._guard is not None and not self._guard.admit(size):
             return
-        try:
-            self.sendMessage(payload, is_binary)
-        except PayloadExceededError:
+        if 0 < self.maxMessagePayloadSize < size:
             # An outgoing message over max_message_size: this peer cannot take it.
             log.warn("dropped a {kind} of {size} bytes for {peer}: over the message size limit",
-                     kind=type(msg).__name__, size=len(payload), peer=self.peer)
+                     kind=type(msg).__name__, size=size, peer=self.peer)
             self.factory.context.observer.dropped("message_too_large")
+            return
+        self.sendPreparedMessage(_prepared(payload, is_binary))
 
     def isOpen(self) -> bool:
         # Autobahn's check is "has a session"; a closing WebSocket cannot send either.
