@@ -368,3 +368,49 @@ async def test_an_event_over_a_subscribers_message_size_is_dropped_for_it_only(n
     assert net.router.metrics.registry.get_sample_value(
         "wampchat_messages_dropped_total", {"reason": "message_too_large"}) == 1
     assert subscriber.is_attached()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upgrade_on_a_connection_that_served_a_page_and_a_huge_request_line(net):
+    """The upgrade dispatch in front of the Site: a keep-alive connection that first got
+    /healthz can still upgrade (through the Site's WebSocket resource); a request line
+    over 8 KiB is cut off."""
+    import base64
+    import os
+
+    from twisted.internet import protocol as tprotocol
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    from tests.integration.conftest import RawSocketPeer, reactor
+
+    port = await net.listen("web")
+    peer = await TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(
+        tprotocol.Factory.forProtocol(RawSocketPeer))
+    peer.transport.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    while b"\r\n\r\n" not in peer.buffer or not peer.buffer.rstrip().endswith(b"}"):
+        await within(_more(peer))
+    assert peer.buffer.startswith(b"HTTP/1.1 200")
+    peer.buffer = b""
+    key = base64.b64encode(os.urandom(16))
+    peer.transport.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
+                         % (port, key))
+    while b"\r\n\r\n" not in peer.buffer:
+        await within(_more(peer))
+    assert peer.buffer.startswith(b"HTTP/1.1 101"), peer.buffer[:200]
+    peer.transport.abortConnection()
+
+    huge = await TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(
+        tprotocol.Factory.forProtocol(RawSocketPeer))
+    huge.transport.write(b"GET /" + b"a" * 9000)
+    await within(huge.lost)
+
+
+def _more(peer):
+    """A Deferred firing when peer receives more bytes (or loses the connection)."""
+    from twisted.internet.defer import Deferred
+
+    waiting = Deferred()
+    peer._waiting = waiting
+    return waiting

@@ -28,6 +28,7 @@ from twisted.web.server import Site
 
 from wampchat.config_types import KeycloakAuthConfig, TransportConfig
 from wampchat.router.session import RouterContext
+from wampchat.transport.dispatch import UpgradeDispatchFactory
 from wampchat.transport.http_channel import IDLE_TIMEOUT, deadline_channel
 from wampchat.transport.rawsocket import RouterRawSocketFactory
 from wampchat.transport.websocket import RouterWebSocketFactory
@@ -247,6 +248,7 @@ def build_site(context: RouterContext, transport_config: TransportConfig, metric
     site = Site(root, timeout=IDLE_TIMEOUT)
     site.protocol = deadline_channel(transport_config.options.open_handshake_timeout)
     site.noisy = False
+    site.websocket_factory = factory        # for the upgrade dispatch in front of the Site
     return site
 
 
@@ -256,8 +258,10 @@ def build_factory(transport_config: TransportConfig, context: RouterContext, met
     """The Twisted protocol factory for one transport of any type."""
     kind = transport_config.type
     if kind == "web":
-        return build_site(context, transport_config, metrics, health=health,
+        site = build_site(context, transport_config, metrics, health=health,
                           extra_resources=extra_resources)
+        return UpgradeDispatchFactory(site, site.websocket_factory, transport_config.ws_path,
+                                      context.clock, transport_config.options.open_handshake_timeout)
     if kind == "websocket":
         return RouterWebSocketFactory(context, transport_config.options,
                                       transport_config.serializers)
