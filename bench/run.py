@@ -600,10 +600,13 @@ def aggregate(runs: dict[tuple[str, str], list[dict]], scenario_list: list[Scena
     for scenario in scenario_list:
         rows = table[scenario.name] = {}
         for label, step, path, higher_better in METRICS[scenario.unit]:
-            row = rows[label] = {"higher_is_better": higher_better}
+            row = {"higher_is_better": higher_better}
             for server in servers:
                 row[server] = summarize([dig(r["steps"].get(step, {}), path)
                                          for r in runs.get((server, scenario.name), [])])
+            if not any(row[server] for server in servers):
+                continue                  # a step this scenario does not have
+            rows[label] = row
             for other in ("crossbar", "raw"):
                 if row.get("wampchat") and row.get(other) and row[other]["median"]:
                     row[f"wampchat_over_{other}"] = row["wampchat"]["median"] / row[other]["median"]
@@ -789,6 +792,10 @@ def main(argv=None) -> int:
                                str(tokens_path), str(args.existing_users), str(repetitions),
                                str(first_block)], issuer_port, workdir / "issuer.log", core=LOAD_CORE)
     exit_codes: dict[str, int | None] = {}
+    checkout_state = checkout()
+    print(f"measuring commit {checkout_state['commit']}"
+          + (f" with uncommitted changes in {', '.join(checkout_state['uncommitted'])}"
+             if checkout_state["uncommitted"] else ""), flush=True)
     profiler = None
     if args.profile:
         if not Path(args.py_spy).exists():
@@ -869,7 +876,8 @@ def main(argv=None) -> int:
     out.write_text(json.dumps({
         "started_at": started_at,
         "command": " ".join([sys.executable, "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(), "duration_per_step_s": duration, "repetitions": repetitions,
+        "machine": machine(), "checkout": checkout_state, "duration_per_step_s": duration,
+        "repetitions": repetitions,
         "fixed_rate_events_per_s": args.fixed_rate_events,
         "fixed_rate_calls_per_s": args.fixed_rate_calls,
         "fixed_rate_handshakes_per_s": args.fixed_rate_handshakes,
@@ -915,6 +923,14 @@ def progress_line(result: dict) -> str:
                      f"{fmt(figures.get('core_other_cpu_s'))} s), load CPU {fmt(figures['load_cpu_s'])} s"
                      + extra)
     return "; ".join(parts)
+
+
+def checkout() -> dict:
+    """The commit measured, and the files under wampchat/ that differ from it (what ran)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "wampchat").splitlines()]}
 
 
 def machine() -> dict:
