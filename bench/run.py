@@ -710,6 +710,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="comma-separated names or prefixes, e.g. 'rpc,handshake existing'")
     parser.add_argument("--wampchat", default=str(REPO / ".venv" / "bin" / "wampchat"))
     parser.add_argument("--crossbar", default=str(CROSSBAR_VENV / "bin" / "crossbar"))
+    parser.add_argument("--crossbar-auth", choices=("function", "dynamic"), default="function",
+                        help="Crossbar's authenticator: in the router worker (function, the "
+                        "default) or a WAMP procedure of a component (dynamic)")
     parser.add_argument("--keep-logs", action="store_true", help="copy server logs into bench/results/")
     parser.add_argument("--profile", default="", metavar="SERVERS",
                         help="py-spy the measured steps of these servers (e.g. wampchat); "
@@ -735,7 +738,7 @@ def build_servers(names: list[str], workdir: Path, args, issuer: str, jwks_url: 
             from bench.crossbar.config import node_config, write_cbdir
             cbdir = write_cbdir(workdir / "crossbar" / ".crossbar", node_config(
                 port, REALM, ROLES, issuer, jwks_url, databases.create("crossbar", True),
-                CLIENT_ID, ROLE_MAPPING))
+                CLIENT_ID, ROLE_MAPPING, auth=args.crossbar_auth))
             command = [args.crossbar, "start", "--cbdir", str(cbdir), "--loglevel", "warn"]
             # the authenticator module is imported from this checkout by Crossbar's worker
             servers.append(Server(name, command, port, workdir / f"{name}.log",

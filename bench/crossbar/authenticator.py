@@ -179,3 +179,23 @@ def _remember(authenticator: KeycloakTicketAuthenticator) -> KeycloakTicketAuthe
     global _instance
     _instance = authenticator
     return authenticator
+
+
+# -- the `dynamic` variant (bench.run --crossbar-auth dynamic) -------------------------------
+
+PROCEDURE = "bench.authenticate"
+
+try:
+    from autobahn.twisted.wamp import ApplicationSession
+except ImportError:                       # pragma: no cover - only Crossbar's venv runs this
+    ApplicationSession = object
+
+
+class AuthenticatorComponent(ApplicationSession):
+    """The same authenticator behind a WAMP procedure, registered from inside the router
+    worker: Crossbar's `dynamic` authenticator calls it once per AUTHENTICATE."""
+
+    async def onJoin(self, details):
+        authenticator = await create_authenticator(self.config.extra)
+        await self.register(authenticator, PROCEDURE)
+        log.info("bench authenticator registered as {procedure}", procedure=PROCEDURE)

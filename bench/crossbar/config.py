@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 AUTHENTICATOR = "bench.crossbar.authenticator.create_authenticator"
+COMPONENT = "bench.crossbar.authenticator.AuthenticatorComponent"
+PROCEDURE = "bench.authenticate"
 
 
 def crossbar_roles(roles: list[dict]) -> list[dict]:
@@ -26,15 +28,38 @@ def crossbar_roles(roles: list[dict]) -> list[dict]:
 
 
 def node_config(port: int, realm: str, roles: list[dict], issuer: str, jwks_url: str,
-                dsn: str, client_id: str, role_mapping: list[dict], pool_size: int = 5) -> dict:
-    """Router worker: realm + roles, one web transport with /ws (ticket auth through the
-    `function` authenticator, json and msgpack, no compression) and /healthz."""
+                dsn: str, client_id: str, role_mapping: list[dict], pool_size: int = 5,
+                auth: str = "function") -> dict:
+    """Router worker: realm + roles, one web transport with /ws (ticket auth, json and
+    msgpack, no compression) and /healthz.
+
+    auth "function" (the default): Crossbar calls the authenticator in the router worker,
+    in-process, as wampchat validates tokens in-process: the fairest peer. auth "dynamic":
+    the same authenticator registered as a WAMP procedure by a component in the router
+    worker, which Crossbar calls per login (its other documented way).
+    """
+    settings = {"issuer": issuer, "jwks_url": jwks_url, "dsn": dsn, "client_id": client_id,
+                "pool_size": pool_size, "leeway": 30, "min_refresh_interval": 10,
+                "role_mapping": role_mapping}
+    if auth == "function":
+        ticket = {"type": "function", "create": AUTHENTICATOR, "config": settings}
+        components, extra_roles = [], []
+    elif auth == "dynamic":
+        ticket = {"type": "dynamic", "authenticator": PROCEDURE}
+        components = [{"type": "class", "classname": COMPONENT, "realm": realm,
+                       "role": "authenticator", "extra": settings}]
+        extra_roles = [{"name": "authenticator", "permissions": [
+            {"uri": PROCEDURE, "match": "exact", "allow": {"register": True},
+             "disclose": {"caller": False, "publisher": False}, "cache": True}]}]
+    else:
+        raise ValueError(f"unknown Crossbar authenticator type {auth!r}")
     return {
         "version": 2,
         "controller": {},
         "workers": [{
             "type": "router",
-            "realms": [{"name": realm, "roles": crossbar_roles(roles)}],
+            "realms": [{"name": realm, "roles": crossbar_roles(roles) + extra_roles}],
+            "components": components,
             "transports": [{
                 "type": "web",
                 "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": port,
@@ -45,13 +70,7 @@ def node_config(port: int, realm: str, roles: list[dict], issuer: str, jwks_url:
                         "serializers": ["json", "msgpack"],
                         "options": {"auto_ping_interval": 10000, "auto_ping_timeout": 5000,
                                     "max_message_size": 1048576},
-                        "auth": {"ticket": {
-                            "type": "function", "create": AUTHENTICATOR,
-                            "config": {"issuer": issuer, "jwks_url": jwks_url, "dsn": dsn,
-                                       "client_id": client_id, "pool_size": pool_size,
-                                       "leeway": 30, "min_refresh_interval": 10,
-                                       "role_mapping": role_mapping},
-                        }},
+                        "auth": {"ticket": ticket},
                     },
                     "healthz": {"type": "json", "value": "ok"},
                 },
