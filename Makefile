@@ -30,13 +30,13 @@ test: install npm-deps
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 # Crossbar.io, the peer of the benchmark, in a venv of its own: never a dependency of wampchat.
-# numpy<2: the bjdata wheel crossbar pulls in is built against NumPy 1.x.
+# numpy<2: the bjdata wheel crossbar pulls in is built against NumPy 1.x. py-spy: bench.run --profile.
 CROSSBAR_VENV = bench/.crossbar-venv
 
 $(CROSSBAR_VENV)/.installed:
 	$(PYTHON) -m venv $(CROSSBAR_VENV)
 	$(CROSSBAR_VENV)/bin/pip install --quiet --upgrade pip
-	$(CROSSBAR_VENV)/bin/pip install --quiet crossbar==26.10.1 'numpy<2' pyjwt psycopg2-binary txpostgres
+	$(CROSSBAR_VENV)/bin/pip install --quiet crossbar==26.10.1 'numpy<2' pyjwt psycopg2-binary txpostgres py-spy
 	touch $@
 
 bench: install npm-deps $(CROSSBAR_VENV)/.installed
