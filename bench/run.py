@@ -1,7 +1,7 @@
 """The wampchat benchmark: wampchat, Crossbar.io and the raw Autobahn transport, side by side in one run.
 
-    .venv/bin/python -m bench.run            # ~15 minutes (make bench)
-    .venv/bin/python -m bench.run --quick    # ~3 minutes, one repetition, short steps
+    .venv/bin/python -m bench.run            # ~11 minutes (make bench)
+    .venv/bin/python -m bench.run --quick    # ~2 minutes, one repetition, short steps
 
 Processes besides this orchestrator (pinned to core 1):
 
