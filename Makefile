@@ -42,6 +42,7 @@ $(CROSSBAR_VENV)/.installed:
 bench: install npm-deps $(CROSSBAR_VENV)/.installed
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.auth
+	$(BIN)/python -m bench.logins
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
