@@ -40,8 +40,14 @@ class FirstLineDispatch(Protocol):
                 self._stop()
                 self.transport.abortConnection()
             return
+        peer = self.transport.getPeer()
+        if self._front.blocked(getattr(peer, "host", "")):
+            # blocked while this connection waited: no parsing, no handshake for it
+            self._stop()
+            self.transport.abortConnection()
+            return
         target = self._front.choose(self._buffer[:end])
-        protocol = target.buildProtocol(self.transport.getPeer())
+        protocol = target.buildProtocol(peer)
         self._stop()
         if protocol is None:
             self.transport.abortConnection()
@@ -73,8 +79,9 @@ class UpgradeDispatchFactory(Factory):
     noisy = False
 
     def __init__(self, site: Any, websocket_factory: Any, ws_path: str, clock: Any,
-                 deadline: float) -> None:
+                 deadline: float, blocked: Any = lambda address: False) -> None:
         self.site = site
+        self.blocked = blocked              # address -> whether its connections are refused
         self.websocket_factory = websocket_factory
         self.clock = clock
         self.deadline = deadline

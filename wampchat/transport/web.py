@@ -261,7 +261,8 @@ def build_factory(transport_config: TransportConfig, context: RouterContext, met
         site = build_site(context, transport_config, metrics, health=health,
                           extra_resources=extra_resources)
         return UpgradeDispatchFactory(site, site.websocket_factory, transport_config.ws_path,
-                                      context.clock, transport_config.options.open_handshake_timeout)
+                                      context.clock, transport_config.options.open_handshake_timeout,
+                                      blocked=context.admission.blocked)
     if kind == "websocket":
         return RouterWebSocketFactory(context, transport_config.options,
                                       transport_config.serializers)
