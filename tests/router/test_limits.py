@@ -158,3 +158,21 @@ def test_failed_logins_block_an_address_for_a_while():
     assert not admission.blocked("10.0.0.3")
     assert not Admission(max_failed_logins=3).login_failed("x")    # no clock: off
 
+
+
+def test_refused_logins_are_logged_at_most_once_per_reason_per_second():
+    from twisted.logger import capturedLogs
+
+    from wampchat.router.refusal_log import RefusalLog
+
+    clock = Clock()
+    refusals = RefusalLog(clock)
+    with capturedLogs() as events:
+        written = [refusals.refused("tcp4:10.0.0.1:1", "expired", False) for _ in range(50)]
+        written.append(refusals.refused("tcp4:10.0.0.2:1", "unavailable", True))
+        clock.advance(1.0)
+        written.append(refusals.refused("tcp4:10.0.0.3:1", "expired", False))
+    assert written == [True] + [False] * 49 + [True, True]
+    lines = [e for e in events if "login refused" in e.get("log_format", "")]
+    assert [e["reason"] for e in lines] == ["expired", "unavailable", "expired"]
+    assert lines[-1]["held_back"] == 49

@@ -26,6 +26,7 @@ from wampchat.errors import AuthFailure, RequestError
 from wampchat.router import features
 from wampchat.router.admission import Admission, TokenBucket, admission_for
 from wampchat.router.ids import RequestIds
+from wampchat.router.refusal_log import RefusalLog
 from wampchat.transport.serializers import InvalidUriRequest
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class RouterContext:
         self.limits = limits or LimitsConfig()
         self.observer = observer or SessionObserver()
         self.admission = admission or admission_for(self.limits, clock)
+        self.refusals = RefusalLog(clock)
 
     def session(self, info: TransportInfo) -> RouterSession:
         """A new session for a connection described by info."""
@@ -391,8 +393,7 @@ class RouterSession:
 
     def _refuse(self, uri: str, text: str, reason: str, retryable: bool = False) -> None:
         self._context.observer.login("refused", reason)
-        log.warn("login refused from {peer}: {reason}", peer=self.info.peer, reason=reason,
-                 retryable=retryable)
+        self._context.refusals.refused(self.info.peer, reason, retryable)
         # A refusal that is the client's doing counts against its address (not ours:
         # a database outage must not get anyone blocked).
         if not retryable and self.address and self._context.admission.login_failed(self.address):
