@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import (LOAD_CORE, REPO, RESULTS_DIR, SERVER_CORE, Server, fmt, free_port,
-                       machine, proc_stat, summarize)
+                       machine, proc_stat, serve_counted_issuer, summarize)
 
 MODES = ("local", "introspect")
 CLIENT_ID = "wampchat"
@@ -94,35 +94,12 @@ def serve_issuer(port: int, core: int | None) -> None:
     if core is not None:
         os.sched_setaffinity(0, {core})
     from twisted.internet import reactor
-    from twisted.web.resource import Resource
-    from twisted.web.server import Site
-    from twisted.web.static import Data
 
-    from wampchat.dev.issuer import DevIssuer, realms_resource
+    from wampchat.dev.issuer import DevIssuer
 
     issuer = DevIssuer(f"http://127.0.0.1:{port}/realms/wampchat", reactor)
-    counts = {"jwks": 0, "introspect": 0, "token": 0}
-    for name, method in (("jwks", "jwks"), ("introspect", "introspect"), ("token", "token_grant")):
-        original = getattr(issuer, method)
-
-        def counted(*args, _original=original, _name=name, **kwargs):
-            counts[_name] += 1
-            return _original(*args, **kwargs)
-        setattr(issuer, method, counted)
-
-    class Stats(Resource):
-        isLeaf = True
-
-        def render_GET(self, request):
-            request.setHeader(b"content-type", b"application/json")
-            return json.dumps(counts).encode()
-
-    root = Resource()
-    root.putChild(b"realms", realms_resource(issuer))
-    root.putChild(b"healthz", Data(b"ok", "text/plain"))
-    root.putChild(b"bench-stats", Stats())
-    reactor.listenTCP(port, Site(root), interface="127.0.0.1")
-    reactor.run()
+    serve_counted_issuer(reactor, issuer, port,
+                         {"jwks": "jwks", "introspect": "introspect", "token": "token_grant"})
 
 
 # -- the introspection baseline (bench only) ------------------------------------------------

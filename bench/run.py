@@ -288,35 +288,24 @@ def bench_users(count: int):
                           f"Bench User {i}", ("user",)) for i in range(count))
 
 
-def serve_issuer(port: int, tokens_path: str, existing: int, blocks: int, block_size: int) -> None:
-    """DevIssuer on 127.0.0.1:port; mints every bench token into tokens_path, then serves
-    /realms, /healthz and /bench-stats (JWKS requests so far)."""
-    from twisted.internet import reactor
+def serve_counted_issuer(reactor, issuer, port: int, counted: dict[str, str]) -> None:
+    """Serve issuer's realms on 127.0.0.1:port with /healthz and /bench-stats, then run
+    the reactor. counted maps a stats name to an issuer method whose calls it counts
+    (e.g. {"jwks": "jwks"}: the certs endpoint calls issuer.jwks() once per GET)."""
     from twisted.web.resource import Resource
     from twisted.web.server import Site
     from twisted.web.static import Data
 
-    from wampchat.dev.issuer import DevIssuer, realms_resource
+    from wampchat.dev.issuer import realms_resource
 
-    users = bench_users(existing + blocks * block_size)
-    issuer = DevIssuer(f"http://127.0.0.1:{port}/realms/{ISSUER_REALM}", reactor, users=users,
-                       client_id=CLIENT_ID)
-    exp = int(time.time()) + 6 * 3600              # outlives any run (Keycloak's are 5 min)
-    names = [user.username for user in users]
-    tokens = {"existing": [issuer.mint(name, exp=exp) for name in names[:existing]],
-              "first": [[issuer.mint(name, exp=exp) for name in
-                         names[existing + b * block_size: existing + (b + 1) * block_size]]
-                        for b in range(blocks)],
-              "backend": issuer.mint(issuer.backend_client_id, client_id=issuer.backend_client_id,
-                                     exp=exp)}
-    Path(tokens_path).write_text(json.dumps(tokens))
-    counts = {"jwks": 0}
-    original_jwks = issuer.jwks
+    counts = dict.fromkeys(counted, 0)
+    for name, method in counted.items():
+        original = getattr(issuer, method)
 
-    def counted_jwks():
-        counts["jwks"] += 1
-        return original_jwks()
-    issuer.jwks = counted_jwks
+        def counting(*args, _original=original, _name=name, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+        setattr(issuer, method, counting)
 
     class Stats(Resource):
         isLeaf = True
@@ -331,6 +320,28 @@ def serve_issuer(port: int, tokens_path: str, existing: int, blocks: int, block_
     root.putChild(b"bench-stats", Stats())
     reactor.listenTCP(port, Site(root), interface="127.0.0.1")
     reactor.run()
+
+
+def serve_issuer(port: int, tokens_path: str, existing: int, blocks: int, block_size: int) -> None:
+    """DevIssuer on 127.0.0.1:port; mints every bench token into tokens_path, then serves
+    /realms, /healthz and /bench-stats (JWKS requests so far)."""
+    from twisted.internet import reactor
+
+    from wampchat.dev.issuer import DevIssuer
+
+    users = bench_users(existing + blocks * block_size)
+    issuer = DevIssuer(f"http://127.0.0.1:{port}/realms/{ISSUER_REALM}", reactor, users=users,
+                       client_id=CLIENT_ID)
+    exp = int(time.time()) + 6 * 3600              # outlives any run (Keycloak's are 5 min)
+    names = [user.username for user in users]
+    tokens = {"existing": [issuer.mint(name, exp=exp) for name in names[:existing]],
+              "first": [[issuer.mint(name, exp=exp) for name in
+                         names[existing + b * block_size: existing + (b + 1) * block_size]]
+                        for b in range(blocks)],
+              "backend": issuer.mint(issuer.backend_client_id, client_id=issuer.backend_client_id,
+                                     exp=exp)}
+    Path(tokens_path).write_text(json.dumps(tokens))
+    serve_counted_issuer(reactor, issuer, port, {"jwks": "jwks"})
 
 
 def jwks_requests(issuer_port: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import Any, Callable
 
 import pytest_twisted
 from autobahn.twisted.rawsocket import WampRawSocketClientFactory
@@ -204,13 +204,18 @@ class RawSocketPeer(protocol.Protocol):
             waiting.callback(None)
 
     async def read(self, count: int) -> bytes:
-        while len(self.buffer) < count:
-            if self.lost.called:
-                raise ConnectionError(f"lost after {len(self.buffer)} of {count} bytes")
-            self._waiting = Deferred()
-            await within(self._waiting)
+        await self.read_until(lambda buffer: len(buffer) >= count)
         data, self.buffer = self.buffer[:count], self.buffer[count:]
         return data
+
+    async def read_until(self, done: Callable[[bytes], bool]) -> bytes:
+        """Wait (each wait bounded) until done(buffer) holds; the buffer stays in place."""
+        while not done(self.buffer):
+            if self.lost.called:
+                raise ConnectionError(f"lost with {len(self.buffer)} bytes received")
+            self._waiting = Deferred()
+            await within(self._waiting)
+        return self.buffer
 
     def send_frame(self, payload: bytes) -> None:
         self.transport.write(struct.pack("!I", len(payload)) + payload)

@@ -11,7 +11,6 @@ import socket
 import uuid
 from dataclasses import replace
 
-import psycopg2
 from psycopg2.extensions import make_dsn
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -23,7 +22,7 @@ from tests.integration.dev_node import build_dev_node
 from tests.integration.conftest import reactor, within
 from tests.integration.test_keycloak_login import keycloak_node, login  # noqa: F401
 from tests.users.conftest import (TcpProxy, no_logged_errors, postgres_server,  # noqa: F401
-                                  proxy, users_database)
+                                  proxy, query_rows, users_database)
 from wampchat.dev.database import endpoint_description
 from wampchat.dev.issuer import DevIssuer
 
@@ -39,19 +38,9 @@ def newcomer(issuer: DevIssuer, email: str | None = None) -> tuple[str, str]:
     return sub, token
 
 
-def _rows_blocking(dsn: str, sql: str, params: tuple) -> list[tuple]:
-    connection = psycopg2.connect(dsn)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    finally:
-        connection.close()
-
-
 async def rows(dsn: str, sql: str, *params) -> list[tuple]:
     """Rows of one query, run by psycopg2 in a thread (never blocks the reactor)."""
-    return await within(deferToThread(_rows_blocking, dsn, sql, params), 10)
+    return await within(deferToThread(query_rows, dsn, sql, params), 10)
 
 
 USER_ROW = ("SELECT id, keycloak_id, email, username, roles, created_at, last_login_at,"

@@ -387,8 +387,7 @@ async def test_upgrade_on_a_connection_that_served_a_page_and_a_huge_request_lin
     peer = await TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(
         tprotocol.Factory.forProtocol(RawSocketPeer))
     peer.transport.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    while b"\r\n\r\n" not in peer.buffer or not peer.buffer.rstrip().endswith(b"}"):
-        await within(_more(peer))
+    await peer.read_until(lambda buffer: b"\r\n\r\n" in buffer and buffer.rstrip().endswith(b"}"))
     assert peer.buffer.startswith(b"HTTP/1.1 200")
     peer.buffer = b""
     key = base64.b64encode(os.urandom(16))
@@ -396,8 +395,7 @@ async def test_upgrade_on_a_connection_that_served_a_page_and_a_huge_request_lin
                          b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                          b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
                          % (port, key))
-    while b"\r\n\r\n" not in peer.buffer:
-        await within(_more(peer))
+    await peer.read_until(lambda buffer: b"\r\n\r\n" in buffer)
     assert peer.buffer.startswith(b"HTTP/1.1 101"), peer.buffer[:200]
     peer.transport.abortConnection()
 
@@ -405,12 +403,3 @@ async def test_upgrade_on_a_connection_that_served_a_page_and_a_huge_request_lin
         tprotocol.Factory.forProtocol(RawSocketPeer))
     huge.transport.write(b"GET /" + b"a" * 9000)
     await within(huge.lost)
-
-
-def _more(peer):
-    """A Deferred firing when peer receives more bytes (or loses the connection)."""
-    from twisted.internet.defer import Deferred
-
-    waiting = Deferred()
-    peer._waiting = waiting
-    return waiting

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-import psycopg2
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
@@ -16,6 +15,7 @@ from tests.integration.dev_node import build_dev_node
 from tests.integration.conftest import reactor, within
 from tests.services.test_services import A, B, Chat, database_ready, sleep, with_leave_grace
 from tests.users.conftest import fresh_database, postgres_server  # noqa: F401 (fixtures)
+from tests.users.conftest import query_rows
 from wampchat.errors import Unavailable
 from wampchat.services.chat import ChatService
 from wampchat.services.history import HistoryWriter, insert_statement
@@ -150,14 +150,7 @@ async def history_of(client, topic: str, count: int) -> list[dict]:
     return history
 
 
-def rows(dsn: str, sql: str, params=()) -> list[tuple]:
-    connection = psycopg2.connect(dsn)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    finally:
-        connection.close()
+rows = query_rows
 
 
 @pytest_twisted.ensureDeferred

@@ -8,6 +8,9 @@ dropped afterwards, so they neither see nor leave other data.
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
+
+import psycopg2
 import pytest
 import pytest_twisted
 from psycopg2.extensions import make_dsn
@@ -19,6 +22,27 @@ from twisted.logger import LogLevel, globalLogPublisher
 from wampchat.dev.database import database_dsn_for_tests, endpoint_description, scratch_database
 from wampchat.users.migrate import run_migrations
 from wampchat.users.postgres import PostgresUserStore, make_pool
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Stands in for auth.tokens.Identity: the user directory only reads these fields."""
+
+    sub: str
+    email: str | None = None
+    preferred_username: str | None = None
+    roles: tuple[str, ...] = ("user",)
+
+
+def query_rows(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of one query on its own blocking connection (test checks of what is stored)."""
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    finally:
+        connection.close()
 
 
 def _reactor():

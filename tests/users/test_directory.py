@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
@@ -11,19 +10,10 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
+from tests.users.conftest import Identity
 from wampchat.errors import Unavailable
 from wampchat.users.directory import UserDirectory, authid_of
 from wampchat.users.store import EmailInUse, MemoryUserStore
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Stands in for auth.tokens.Identity: the directory only reads these fields."""
-
-    sub: str
-    email: str | None = None
-    preferred_username: str | None = None
-    roles: tuple[str, ...] = ("user",)
 
 
 ALICE = Identity("sub-alice", "alice@example.org", "alice", ("offline_access", "user"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from dataclasses import dataclass
 
 import pytest
 import pytest_twisted
@@ -17,19 +16,12 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 from txpostgres.txpostgres import Connection
 
+from tests.users.conftest import Identity
 from wampchat.dev.database import EmbeddedPostgres
 from wampchat.errors import Unavailable
 from wampchat.users.directory import UserDirectory
 from wampchat.users.migrate import run_migrations
 from wampchat.users.postgres import PoolState, PostgresUserStore, ResilientPool, reconnect_delay
-
-
-@dataclass(frozen=True)
-class Identity:
-    sub: str
-    email: str | None = None
-    preferred_username: str | None = None
-    roles: tuple[str, ...] = ("user",)
 
 
 def someone() -> Identity:

@@ -52,7 +52,6 @@ class Broker:
         self._by_session: dict[int, set[int]] = {}                # session id -> subscription ids
         self.max_per_session = 1000                               # subscriptions one session may hold
         self.meta: MetaEvents | None = None
-        self.delivered = 0                                        # events handed to transports
 
     # -- requests ---------------------------------------------------------------------
 
@@ -122,7 +121,6 @@ class Broker:
                  publish_filter: PublishFilter | None) -> None:
         may_see: dict[str, bool] = {}     # authrole -> may subscribe to this very topic
         check = self._permissions.check
-        delivered = 0
         for subscription in subscriptions:
             pattern = subscription.match != "exact"
             event = message.Event(subscription.id, publication, args=args, kwargs=kwargs,
@@ -139,8 +137,6 @@ class Broker:
                     if not allowed:
                         continue
                 subscriber.send(event)
-                delivered += 1
-        self.delivered += delivered
 
     # -- session lifecycle --------------------------------------------------------------
 

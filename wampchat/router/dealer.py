@@ -307,13 +307,17 @@ class Dealer:
         flight.timer = None
         if self._by_invocation.get((flight.callee.id, flight.invocation)) is not flight:
             return
+        self._abandon(flight, "timeout", errors.TIMEOUT, "the call timed out")
+
+    def _abandon(self, flight: CallInFlight, why: str, uri: str, text: str) -> None:
+        """End a call without its callee's answer: INTERRUPT the callee (when it takes
+        one), ERROR uri to the caller, counted under why."""
         self._finish(flight)
-        self.on_call_interrupted("timeout")
+        self.on_call_interrupted(why)
         if flight.callee.supports("callee", "call_canceling"):
-            flight.callee.send(message.Interrupt(flight.invocation, mode="killnowait",
-                                                 reason=errors.TIMEOUT))
-        flight.caller.send(message.Error(message.Call.MESSAGE_TYPE, flight.call_request,
-                                         errors.TIMEOUT, args=["the call timed out"]))
+            flight.callee.send(message.Interrupt(flight.invocation, mode="killnowait", reason=uri))
+        flight.caller.send(message.Error(message.Call.MESSAGE_TYPE, flight.call_request, uri,
+                                         args=[text]))
 
     def _finish(self, flight: CallInFlight) -> None:
         self._by_invocation.pop((flight.callee.id, flight.invocation), None)
@@ -406,13 +410,7 @@ class Dealer:
         """Answer every call in flight with ERROR canceled (callees get INTERRUPT); the count."""
         flights = list(self._by_call.values())
         for flight in flights:
-            self._finish(flight)
-            self.on_call_interrupted("shutdown")
-            if flight.callee.supports("callee", "call_canceling"):
-                flight.callee.send(message.Interrupt(flight.invocation, mode="killnowait",
-                                                     reason=errors.CANCELED))
-            flight.caller.send(message.Error(message.Call.MESSAGE_TYPE, flight.call_request,
-                                             errors.CANCELED, args=[text]))
+            self._abandon(flight, "shutdown", errors.CANCELED, text)
         return len(flights)
 
     def remove_forbidden(self, session: RouterSession) -> list[int]:

@@ -23,6 +23,7 @@ class PublishFilter:
     eligible: frozenset[int] | None
     eligible_authid: frozenset[str] | None
     eligible_authrole: frozenset[str] | None
+    narrows: bool = True                    # any list besides `exclude` (most publishes: none)
 
     @classmethod
     def from_publish(cls, msg: message.Publish, publisher_id: int) -> PublishFilter:
@@ -36,11 +37,15 @@ class PublishFilter:
             eligible=frozenset(msg.eligible) if msg.eligible is not None else None,
             eligible_authid=frozenset(msg.eligible_authid) if msg.eligible_authid is not None else None,
             eligible_authrole=frozenset(msg.eligible_authrole) if msg.eligible_authrole is not None else None,
+            narrows=bool(msg.exclude_authid or msg.exclude_authrole) or msg.eligible is not None
+            or msg.eligible_authid is not None or msg.eligible_authrole is not None,
         )
 
     def admits(self, session: RouterSession) -> bool:
         if session.id in self.exclude:
             return False
+        if not self.narrows:                # checked once per subscriber: keep it short
+            return True
         if self.exclude_authid and session.authid in self.exclude_authid:
             return False
         if self.exclude_authrole and session.authrole in self.exclude_authrole:

@@ -268,9 +268,6 @@ class RouterSession:
 
     def _on_message(self, msg: Any) -> None:
         state = self.state
-        if isinstance(msg, InvalidUriRequest):
-            self._invalid_uri(msg)
-            return
         if state == State.WELCOMED:
             if self.realm is not None and self.realm.handles(msg):
                 if self._rate is not None and isinstance(msg, RATED_REQUESTS) \
@@ -285,6 +282,8 @@ class RouterSession:
                 self._close_transport()
             elif isinstance(msg, message.Abort):
                 self._close_transport()
+            elif isinstance(msg, InvalidUriRequest):    # rare: checked off the hot path
+                self._invalid_uri(msg)
             else:
                 raise ProtocolError(f"{type(msg).__name__} is not a message a router accepts")
         elif state == State.NEW and isinstance(msg, message.Hello):
@@ -297,6 +296,8 @@ class RouterSession:
             # Anything else crossing our GOODBYE is dropped, as WAMP allows.
         elif isinstance(msg, message.Abort) and state in (State.AUTHENTICATING, State.CHALLENGED):
             self._close_transport()
+        elif isinstance(msg, InvalidUriRequest):
+            self._invalid_uri(msg)
         else:
             raise ProtocolError(f"{type(msg).__name__} not allowed in state {state.value}")
 

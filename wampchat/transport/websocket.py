@@ -213,14 +213,15 @@ class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
                                  "this router speaks the WebSocket subprotocols "
                                  + ", ".join(self.factory.protocols))
         admission = self.factory.context.admission
-        if admission.blocked(peer_address(self.transport)):
+        address = peer_address(self.transport)
+        if admission.blocked(address):
             # blocked while this connection was being accepted: no handshake work for it
             raise ConnectionDeny(429, "too many failed logins from this address")
-        refusal = admission.acquire(peer_address(self.transport))
+        refusal = admission.acquire(address)
         if refusal is not None:
             refuse_connection(self.factory.context, self.peer, refusal)
             raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, refusal)
-        self._slot = peer_address(self.transport)
+        self._slot = address
         self._info = TransportInfo(kind="websocket", peer=self.peer or str(request.peer),
                                    bearer_token=self._token_of(request),
                                    http_headers={name: value for name, value in request.headers.items()
