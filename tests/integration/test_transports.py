@@ -141,6 +141,31 @@ async def test_malformed_message_after_welcome_gets_goodbye(net):
 
 
 @pytest_twisted.ensureDeferred
+async def test_fragmented_masked_messages_and_invalid_utf8(net):
+    """Frames are unmasked, joined and validated by wsaccel's C code (autobahn_tuning):
+    a HELLO in 7-byte fragments is welcomed; text that is not UTF-8 closes with 1007."""
+    from autobahn.websocket import protocol as autobahn_protocol
+    from wsaccel.xormask import createXorMasker
+
+    assert autobahn_protocol.create_xor_masker is createXorMasker
+    port = await net.listen("web")
+    client = await net.raw_websocket(port)
+    hello = json.dumps([1, "test", {"roles": {"caller": {}}, "authmethods": ["anonymous"],
+                                    "authextra": {"name": "s\u00e9bastien \u2603 " * 20}}])
+    client.sendMessage(hello.encode(), isBinary=False, fragmentSize=7)
+    welcome = await client.next_json()
+    assert welcome[0] == 2
+    client.sendMessage(json.dumps([48, 1, {}, "wamp.session.count", []]).encode(), False,
+                       fragmentSize=5)
+    result = await client.next_json()
+    assert result[0] == 50 and result[1] == 1 and result[3] == [1]
+    bad = await net.raw_websocket(port)
+    bad.sendMessage(b'[1, "test", {"x": "\xc3\x28"}]', isBinary=False)
+    assert await within(bad.closed) == 1007
+    assert len(net.router.realm.sessions) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_binary_frame_on_json_subprotocol_is_a_violation(net):
     """wamp.2.json speaks text frames only: a binary frame ends the session with ABORT."""
     port = await net.listen("web")

@@ -16,13 +16,11 @@ GOODBYE after, ``wamp.error.protocol_violation``) and then the connection closes
 
 from __future__ import annotations
 
-import pprint
 from typing import Any, Callable
 
 from autobahn.twisted.websocket import WampWebSocketServerFactory, WampWebSocketServerProtocol
 from autobahn.wamp.exception import ProtocolError, TransportLost
 from autobahn.wamp.serializer import Serializer
-from autobahn.websocket import protocol as autobahn_websocket_protocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -34,31 +32,11 @@ from wampchat import errors
 from wampchat.auth.authenticator import TransportInfo
 from wampchat.config_types import WebSocketOptions
 from wampchat.router.session import RouterContext, RouterSession
+from wampchat.transport import autobahn_tuning  # noqa: F401  (cheaper frames; see there)
 from wampchat.transport.serializers import (RouterCBORSerializer, RouterJsonSerializer,
                                             RouterMsgPackSerializer)
 
 log = Logger()
-
-
-class _LazyPformat(str):
-    """An empty str that pretty-prints its object only when it is actually formatted."""
-
-    def __new__(cls, obj: Any) -> "_LazyPformat":
-        lazy = super().__new__(cls, "")
-        lazy.obj = obj
-        return lazy
-
-    def __str__(self) -> str:
-        return pprint.pformat(self.obj)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-# Autobahn pretty-prints its ~40 protocol options for a debug log line on every new
-# connection, whether debug logging is on or not: 8% of a handshake's CPU in the bench
-# profile. Its module's pformat becomes lazy: a debug log still shows the same text.
-autobahn_websocket_protocol.pformat = _LazyPformat
 
 # serializer id ("json", "msgpack", "cbor") -> the one instance every transport uses
 SHARED_SERIALIZERS: dict[str, Serializer] = {
@@ -245,6 +223,17 @@ class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
                                     self.factory.context.clock, lambda: end_slow_consumer(session))
         self._guard.attach(self.transport)
         session.onOpen(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's formats the arguments of a debug log line (hltype, hlval) on every read.
+        self._dataReceived(data)
+
+    def onMessageEnd(self) -> None:
+        # Autobahn's also fires a "message" event through a Deferred per message; nothing
+        # in the router listens to it.
+        if not self.failedByMe:
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """Decode and hand to the session; a bad frame is a protocol violation, not a crash."""
