@@ -37,9 +37,9 @@ class GatedStore(MemoryUserStore):
         super().__init__()
         self.gate: Deferred = Deferred()
 
-    async def find_by_keycloak_id(self, keycloak_id):
+    async def find_or_create(self, *args):
         await self.gate
-        return await super().find_by_keycloak_id(keycloak_id)
+        return await super().find_or_create(*args)
 
 
 @pytest.fixture
@@ -60,16 +60,16 @@ def directory(store, clock) -> UserDirectory:
 
 
 def test_first_login_provisions_and_logs(directory, store):
-    """A new sub is looked up, created, and both log lines are written at info."""
+    """A new sub is looked up and created in one round trip; both log lines at info."""
     with capturedLogs() as events:
         user = result_of(directory.login(ALICE))
     assert (user.keycloak_id, user.email, user.username, user.roles) == \
         ("sub-alice", "alice@example.org", "alice", ("offline_access", "user"))
     texts = [e["log_format"].format(**e) for e in events]
-    assert "user with Keycloak ID sub-alice not found, provisioning" in texts
+    assert f"user with Keycloak ID sub-alice not found, provisioned as {user.id}" in texts
     assert (f"user alice@example.org ({user.id}, sub-alice) authenticated via Keycloak "
             "with roles ['offline_access', 'user']") in texts
-    assert store.calls == 2
+    assert store.calls == 1
 
 
 def test_reconnects_within_ttl_do_not_reach_the_store(directory, store, clock):
@@ -77,10 +77,10 @@ def test_reconnects_within_ttl_do_not_reach_the_store(directory, store, clock):
     first = result_of(directory.login(ALICE))
     for _ in range(100):
         assert result_of(directory.login(ALICE)) == first
-    assert store.calls == 2
+    assert store.calls == 1
     clock.advance(30)
     result_of(directory.login(ALICE))
-    assert store.calls == 3
+    assert store.calls == 2
 
 
 def test_cache_is_bounded_least_recently_used_first(directory):
@@ -116,14 +116,14 @@ def test_email_in_use_is_refused_and_not_cached(directory, store):
 
 
 def test_concurrent_logins_of_a_new_user_share_one_lookup(clock):
-    """50 overlapping first logins cause one find and one create, and all get the row."""
+    """50 overlapping first logins cause one find-or-create, and all get the row."""
     store = GatedStore()
     directory = UserDirectory(store, clock)
     logins = gatherResults([Deferred.fromCoroutine(directory.login(BOB)) for _ in range(50)])
     assert store.calls == 0 and directory.store_lookups == 1
     store.gate.callback(None)
     users = result_of(_await(logins))
-    assert len({u.id for u in users}) == 1 and store.calls == 2
+    assert len({u.id for u in users}) == 1 and store.calls == 1
 
 
 def test_a_failed_shared_lookup_fails_every_waiter(clock, no_logged_errors):

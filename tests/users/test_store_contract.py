@@ -90,6 +90,44 @@ async def test_fifty_simultaneous_first_logins_get_one_row(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_find_or_create_creates_once_and_never_changes_an_existing_row(store):
+    """find_or_create: (new row, True) the first time, then (that row, False) whatever the
+    token now says; an email of another account is refused and creates nothing."""
+    sub = new_id()
+    created, was_created = await store.find_or_create(sub, f"{sub}@example.org", "carol", ["user"])
+    assert was_created is True
+    assert (created.keycloak_id, created.email, created.username, created.roles) == \
+        (sub, f"{sub}@example.org", "carol", ("user",))
+    again, was_created = await store.find_or_create(sub, "new@example.org", "renamed", ["admin"])
+    assert (again, was_created) == (created, False)
+    assert await store.create_or_get(sub, None, None, []) == created
+    intruder = new_id()
+    with pytest.raises(EmailInUse):
+        await store.find_or_create(intruder, f"{sub}@example.org", "intruder", [])
+    assert await store.find_by_keycloak_id(intruder) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_find_or_create_of_an_existing_user_inserts_nothing(store):
+    """Logging in again writes nothing: not even an id is drawn from the sequence."""
+    first, _ = await store.find_or_create(new_id(), None, "erin", [])
+    for _ in range(5):
+        assert (await store.find_or_create(first.keycloak_id, None, "erin", []))[1] is False
+    second, _ = await store.find_or_create(new_id(), None, "frank", [])
+    assert second.id == first.id + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_fifty_simultaneous_find_or_create_get_one_row_created_once(store):
+    """50 concurrent first logins of one user: one row, reported as created exactly once."""
+    sub = new_id()
+    answers = await in_parallel(store.find_or_create(sub, f"{sub}@example.org", "dan", ["user"])
+                                for _ in range(50))
+    assert len({user.id for user, _ in answers}) == 1
+    assert sum(created for _, created in answers) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_touch_logins_moves_forward_only(store):
     """touch_logins sets last_login_at in one batch, ignores older times and unknown ids."""
     a, b = new_id(), new_id()

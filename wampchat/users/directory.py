@@ -149,12 +149,11 @@ class UserDirectory:
 
     async def _lookup(self, identity: LoginIdentity) -> User:
         self.store_lookups += 1
-        user = await self._store.find_by_keycloak_id(identity.sub)
-        if user is None:
-            log.info("user with Keycloak ID {sub} not found, provisioning", sub=identity.sub)
-            user = await self._store.create_or_get(identity.sub, identity.email,
-                                                   identity.preferred_username,
-                                                   tuple(identity.roles))
+        user, created = await self._store.find_or_create(
+            identity.sub, identity.email, identity.preferred_username, tuple(identity.roles))
+        if created:
+            log.info("user with Keycloak ID {sub} not found, provisioned as {user_id}",
+                     sub=identity.sub, user_id=user.id)
         self._remember(user)
         return user
 

@@ -28,8 +28,8 @@ _COLUMNS = "id, keycloak_id, email, username, roles, created_at, last_login_at"
 class PostgresUserStore:
     """`UserStore` on a `ResilientPool`: one statement per call in the common case.
 
-    Round trips: `find_by_keycloak_id` 1; `create_or_get` 1 (new) or 2 (created
-    concurrently by another login); `touch_logins` 1 for the whole batch.
+    Round trips: `find_by_keycloak_id` 1; `create_or_get` and `find_or_create` 1, or 2
+    when another login created the row concurrently; `touch_logins` 1 for the whole batch.
     Errors: `EmailInUse`, `Unavailable`; nothing else.
     """
 
@@ -43,12 +43,30 @@ class PostgresUserStore:
 
     async def create_or_get(self, keycloak_id: str, email: str | None, username: str | None,
                             roles: Sequence[str]) -> User:
+        return (await self._insert(
+            "INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
+            " VALUES (%s, %s, %s, %s::text[], now())"
+            f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS}, true",
+            (keycloak_id, email, username, list(roles)), keycloak_id, email))[0]
+
+    async def find_or_create(self, keycloak_id: str, email: str | None, username: str | None,
+                             roles: Sequence[str]) -> tuple[User, bool]:
+        # One statement: the row if it exists, else the row inserted. The INSERT runs
+        # only when the lookup found nothing, so logging in never writes to an existing
+        # row (nor draws from the id sequence).
+        return await self._insert(
+            f"WITH found AS (SELECT {_COLUMNS} FROM users WHERE keycloak_id = %s),"
+            " created AS (INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
+            " SELECT %s, %s, %s, %s::text[], now() WHERE NOT EXISTS (SELECT FROM found)"
+            f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS})"
+            " SELECT *, false FROM found UNION ALL SELECT *, true FROM created",
+            (keycloak_id, keycloak_id, email, username, list(roles)), keycloak_id, email)
+
+    async def _insert(self, sql: str, params: Sequence[Any], keycloak_id: str,
+                      email: str | None) -> tuple[User, bool]:
+        """Run an insert returning (columns..., created); races and conflicts resolved."""
         try:
-            rows = await self._pool.run_query(
-                "INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
-                " VALUES (%s, %s, %s, %s::text[], now())"
-                f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS}",
-                (keycloak_id, email, username, list(roles)))
+            rows = await self._pool.run_query(sql, params)
         except IntegrityError as error:
             if error.pgcode != UNIQUE_VIOLATION:
                 raise _unexpected(error) from None
@@ -57,17 +75,17 @@ class PostgresUserStore:
             existing = await self.find_by_keycloak_id(keycloak_id)
             if existing is None:
                 raise EmailInUse(email_taken_message(email)) from None
-            return existing
+            return existing, False
         except DriverError as error:
             raise _unexpected(error) from None
         if rows:
-            return _user(rows[0])
+            return _user(rows[0][:-1]), rows[0][-1]
         # ON CONFLICT DO NOTHING: another login created it. A separate statement,
         # because one statement's snapshot cannot see the other's commit.
         existing = await self.find_by_keycloak_id(keycloak_id)
         if existing is None:
             raise Unavailable("the user was removed while being created; try again")
-        return existing
+        return existing, False
 
     async def touch_logins(self, batch: Mapping[str, datetime]) -> None:
         if not batch:

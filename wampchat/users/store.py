@@ -54,6 +54,14 @@ class UserStore(Protocol):
         (and changes nothing).
         """
 
+    async def find_or_create(self, keycloak_id: str, email: str | None, username: str | None,
+                             roles: Sequence[str]) -> tuple[User, bool]:
+        """The user with this `keycloak_id`, created if missing: (user, whether created).
+
+        What a login needs in one round trip (find, else create): an existing row is
+        returned unchanged; errors and races as `create_or_get`.
+        """
+
     async def touch_logins(self, batch: Mapping[str, datetime]) -> None:
         """Set `last_login_at` for each keycloak_id in one write; never moves it backwards."""
 
@@ -88,10 +96,14 @@ class MemoryUserStore:
 
     async def create_or_get(self, keycloak_id: str, email: str | None, username: str | None,
                             roles: Sequence[str]) -> User:
+        return (await self.find_or_create(keycloak_id, email, username, roles))[0]
+
+    async def find_or_create(self, keycloak_id: str, email: str | None, username: str | None,
+                             roles: Sequence[str]) -> tuple[User, bool]:
         self._check()
         existing = self._users.get(keycloak_id)
         if existing is not None:
-            return existing
+            return existing, False
         if email is not None and any(u.email == email for u in self._users.values()):
             raise EmailInUse(email_taken_message(email))
         now = self._now()
@@ -99,7 +111,7 @@ class MemoryUserStore:
                     roles=tuple(roles), created_at=now, last_login_at=now)
         self._next_id += 1
         self._users[keycloak_id] = user
-        return user
+        return user, True
 
     async def touch_logins(self, batch: Mapping[str, datetime]) -> None:
         self._check()
