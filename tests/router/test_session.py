@@ -1,5 +1,6 @@
 """The session state machine: handshake, refusals, protocol violations, timeouts, expiry."""
 
+import pytest
 import wampchat  # noqa: F401
 from autobahn.wamp import message
 
@@ -28,7 +29,8 @@ def test_no_acceptable_authmethod_is_aborted(router):
 def test_challenge_then_authenticate_gives_welcome(router):
     """ticket: CHALLENGE, AUTHENTICATE, then WELCOME with the identity the authenticator chose."""
     client = router.connect(ticket_for("admin", "carol"))
-    assert [type(m) for m in client.messages] == [message.Challenge, message.Welcome]
+    assert [m.MESSAGE_TYPE for m in client.messages] == [message.Challenge.MESSAGE_TYPE,
+                                                         message.Welcome.MESSAGE_TYPE]
     assert client.messages[0].method == "ticket"
     welcome = client.welcome
     assert (welcome.realm, welcome.authid, welcome.authrole, welcome.authmethod,
@@ -243,3 +245,20 @@ def test_second_hello_during_the_handshake_is_a_protocol_violation(router):
     assert [type(m) for m in client.messages] == [message.Challenge, message.Abort]
     assert client.last.reason == "wamp.error.protocol_violation"
     assert not client.is_open
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "cbor"])
+def test_welcome_with_roles_marshalled_once_is_autobahns_welcome(serializer):
+    """RouterWelcome puts the same bytes on the wire as Autobahn's Welcome, for every
+    serializer, and its roles stay the role objects in-process clients read."""
+    from wampchat.transport.websocket import SHARED_SERIALIZERS
+
+    details = dict(realm="realm1", authid="alice@example.org", authrole="user",
+                   authmethod="ticket", authprovider="keycloak", authextra={"x": [1, "é"]})
+    ours = features.RouterWelcome(4242, **details)
+    theirs = message.Welcome(4242, features.router_roles(), **details)
+    codec = SHARED_SERIALIZERS[serializer]
+    assert codec.serialize(ours) == codec.serialize(theirs)
+    assert ours.marshal() == theirs.marshal()
+    assert ours.roles["broker"].publisher_exclusion is True
+    assert codec.unserialize(*codec.serialize(ours))[0].roles.keys() == {"broker", "dealer"}

@@ -423,10 +423,10 @@ class RouterSession:
             else realm.new_session_id()
         self._adopt(accept)
         self.state = State.WELCOMED
-        self.send(message.Welcome(self.id, features.router_roles(), realm=realm.name,
-                                  authid=self.authid, authrole=self.authrole,
-                                  authmethod=self.authmethod, authprovider=self.authprovider,
-                                  authextra=self.authextra))
+        self.send(features.RouterWelcome(self.id, realm=realm.name, authid=self.authid,
+                                         authrole=self.authrole, authmethod=self.authmethod,
+                                         authprovider=self.authprovider,
+                                         authextra=self.authextra))
         realm.attach(self)
         self._context.observer.login("accepted", accept.authmethod)
         log.info("session {session_id} joined {realm} as {authid} ({authrole})",
