@@ -20,6 +20,7 @@ from wampchat.auth.authenticator import TransportInfo
 from wampchat.router.session import RouterContext
 from wampchat.transport.websocket import (HoldsAdmissionSlot, OutboundGuard, end_slow_consumer,
                                           peer_address, refuse_connection, shared_serializers)
+from wampchat.transport.writes import WRITES
 
 log = Logger()
 
@@ -54,7 +55,12 @@ class RouterRawSocketProtocol(HoldsAdmissionSlot, WampRawSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
-            super().dataReceived(data)
+            # WebSocket peers' frames caused by these bytes go out once at the end.
+            WRITES.begin()
+            try:
+                super().dataReceived(data)
+            finally:
+                WRITES.end()
 
     def _on_handshake_complete(self) -> None:
         """Serializer agreed: create the router session for this connection."""

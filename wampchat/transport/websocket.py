@@ -35,6 +35,7 @@ from wampchat.router.session import RouterContext, RouterSession
 from wampchat.transport import autobahn_tuning  # noqa: F401  (cheaper frames; see there)
 from wampchat.transport.serializers import (RouterCBORSerializer, RouterJsonSerializer,
                                             RouterMsgPackSerializer)
+from wampchat.transport.writes import WRITES
 
 log = Logger()
 
@@ -226,7 +227,20 @@ class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's formats the arguments of a debug log line (hltype, hlval) on every read.
-        self._dataReceived(data)
+        # What the router sends while handling these bytes goes out once at the end.
+        WRITES.begin()
+        try:
+            self._dataReceived(data)
+        finally:
+            WRITES.end()
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Autobahn's frames (handshake answer, close, ping) through the same write path as
+        the router's, so that they stay in order with them."""
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)
+        else:
+            WRITES.write(self.transport, data)
 
     def onMessageEnd(self) -> None:
         # Autobahn's also fires a "message" event through a Deferred per message; nothing
@@ -276,7 +290,7 @@ class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
         if self._perMessageCompress is None and not self.send_queue:
             # Autobahn's sendData, less the debug-log arguments it formats on every write
             # (a tenth of a fan-out's CPU in the profile) and its traffic statistics.
-            self.transport.write(prepared.payloadHybi)
+            WRITES.write(self.transport, prepared.payloadHybi)
         else:
             self.sendPreparedMessage(prepared)     # compresses per connection, or queues
 
