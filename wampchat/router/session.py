@@ -241,7 +241,13 @@ class RouterSession:
     # -- timers -------------------------------------------------------------------------
 
     def _start_timer(self, purpose: str, delay: float, action: Callable[[], None]) -> None:
-        self._cancel_timer(purpose)
+        """Run action after delay, once; a pending timer of the same purpose (which always
+        has the same action) is moved instead of replaced: a handshake restarts its
+        authenticate timer at every step."""
+        timer = self._timers.get(purpose)
+        if timer is not None and timer.active():
+            timer.reset(max(0.0, delay))
+            return
 
         def fire() -> None:
             self._timers.pop(purpose, None)
