@@ -20,10 +20,11 @@ Two processes besides this one (the orchestrator):
 
 Scenarios, in this order:
 
-- `first-time`: users the database has never seen (the JIT path: SELECT, INSERT);
+- `first-time`: users the database has never seen (the JIT path: one statement that
+  finds the row or inserts it);
 - `again, cached`: the same users at once again (the directory's cache, TTL 30 s);
 - `existing, not cached`: users whose rows exist (inserted by this script, as if
-  created by another node) but that this router has not seen (one SELECT);
+  created by another node) but that this router has not seen (the same one statement);
 - `stalled database` (unless --no-stall): another connection holds ACCESS
   EXCLUSIVE on `users` while more new users than pool connections plus waiting
   slots (database.max_waiting) log in: how long a refused login waits, how many
