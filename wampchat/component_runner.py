@@ -11,6 +11,9 @@ configuration) connects over WebSocket (``ws://…``) or RawSocket (``rs://host:
   before it expires; or
 * with WAMP-CRA: WAMPCHAT_BACKEND_AUTHID and WAMPCHAT_BACKEND_SECRET.
 
+``--extra`` (JSON) becomes ``config.extra``; DATABASE_URL, when set, is its ``dsn``
+unless --extra gives one (the chat service keeps its history there).
+
 autobahn.twisted.component.Component reconnects with backoff (max_retries=-1) when the
 router goes away; the class is its session_factory.
 """
@@ -208,6 +211,14 @@ def authenticating(cls: type, authenticator: Any):
     return create
 
 
+def with_database(extra: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """extra with "dsn" from DATABASE_URL unless --extra names one: a DSN holds a
+    password, which an argument would show to every user of the machine (ps)."""
+    if "dsn" not in extra and environ.get("DATABASE_URL"):
+        return dict(extra, dsn=environ["DATABASE_URL"])
+    return extra
+
+
 def build_component(classname: str, url: str, realm: str, extra: dict[str, Any],
                     environ: Mapping[str, str], reactor: Any,
                     token_url: str | None = None) -> Component:
@@ -254,6 +265,7 @@ def run(args: Any, environ: Mapping[str, str] | None = None) -> int:
         extra = json.loads(args.extra) if args.extra else {}
         if not isinstance(extra, dict):
             raise SetupError("--extra must be a JSON object")
+        extra = with_database(extra, environ)
         from twisted.internet import reactor as default_reactor
         component = build_component(args.classname, args.url, args.realm, extra, environ,
                                     default_reactor, token_url=args.token_url)

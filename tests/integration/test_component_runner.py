@@ -148,6 +148,18 @@ def test_rawsocket_urls():
             transport_for(bad)
 
 
+def test_database_url_is_the_dsn_unless_extra_names_one():
+    """The DSN (with its password) can come from the environment, not the command line."""
+    from wampchat.component_runner import with_database
+
+    url = "postgresql://chat:secret@db/wampchat"
+    assert with_database({"leave_grace": 1}, {"DATABASE_URL": url}) == {"leave_grace": 1,
+                                                                       "dsn": url}
+    assert with_database({"dsn": "postgresql:///other"}, {"DATABASE_URL": url}) == \
+        {"dsn": "postgresql:///other"}
+    assert with_database({}, {}) == {}
+
+
 def node_on_ports(dsn: str, port: int, raw_port: int, issuer: DevIssuer):
     """The shipped config without components on port, plus RawSocket on raw_port, the
     issuer mounted; not started."""

@@ -23,10 +23,13 @@ class ComponentProcess:
     """`wampchat component CLASS --url URL --realm wampchat` with its output in a file."""
 
     def __init__(self, url: str, credentials: dict[str, str], directory: Path,
-                 classname: str = ACTIVITY, extra: str | None = None) -> None:
+                 classname: str = ACTIVITY, extra: str | None = None,
+                 database_url: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("WAMPCHAT_") and k != "DATABASE_URL"}
         env.update(PYTHONUNBUFFERED="1", **credentials)
+        if database_url:
+            env["DATABASE_URL"] = database_url
         self.log_path = directory / f"{classname.rsplit('.', 1)[-1]}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(

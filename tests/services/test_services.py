@@ -235,7 +235,8 @@ def chat(request, users_database, tmp_path):  # noqa: F811 (pytest fixture injec
         url, credentials = f"ws://127.0.0.1:{port}/ws", service_account_env(issuer.issuer)
         processes = [
             ComponentProcess(url, credentials, tmp_path, CHAT,
-                             extra=json.dumps({"leave_grace": GRACE, "dsn": users_database})),
+                             extra=json.dumps({"leave_grace": GRACE}),
+                             database_url=users_database),
             ComponentProcess(url, credentials, tmp_path, ACTIVITY)]
     session = Chat(port, issuer)
     try:
