@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import pytest_twisted
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
@@ -51,6 +52,14 @@ def _queued(transport) -> int:
     return transport._tempDataLen + len(transport.dataBuffer) - transport.offset
 
 
+def _unread(reader: RawSocketPeer) -> bytes:
+    """What the kernel holds for reader, peeked without the reactor: b"" if nothing."""
+    try:
+        return reader.transport.socket.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
 @pytest_twisted.ensureDeferred
 async def test_outside_a_batch_a_frame_goes_straight_to_the_socket(pair):
     server, client = await pair()
@@ -64,24 +73,23 @@ async def test_a_frame_goes_behind_what_twisted_still_holds(pair):
     server, client = await pair()
     server.write(b"first,")                  # Twisted's buffer: sent on the next reactor turn
     WRITES.write(server, b"second,")
-    WRITES.begin()
-    WRITES.write(server, b"third")
-    WRITES.end()
+    WRITES.handling(lambda frame: WRITES.write(server, frame), b"third")
     assert await client.read(18) == b"first,second,third"
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_batch_sends_each_destination_its_frames_in_order_at_the_end(pair):
     (a, reader_a), (b, reader_b) = await pair(), await pair()
-    WRITES.begin()
-    try:
-        for frame in (b"one,", b"two,", b"three"):
+
+    def receive(data: bytes) -> None:
+        for frame in data.split(b"|"):
             WRITES.write(a, frame)
         WRITES.write(b, b"other")
-        await deferLater(reactor(), 0.05, lambda: None)
-        assert reader_a.buffer == b"" and reader_b.buffer == b""    # nothing before the end
-    finally:
-        WRITES.end()
+        # nothing before the end: not in Twisted's buffer, not on the wire either
+        assert _queued(a) == 0 and _queued(b) == 0
+        assert _unread(reader_a) == b"" and _unread(reader_b) == b""
+
+    WRITES.handling(receive, b"one,|two,|three")
     assert _queued(a) == 0 and _queued(b) == 0
     assert await reader_a.read(13) == b"one,two,three"
     assert await reader_b.read(5) == b"other"
@@ -116,10 +124,8 @@ async def test_a_full_socket_keeps_order_and_twisted_flow_control(pair):
         if index % 2:
             WRITES.write(server, chunk)
         else:
-            WRITES.begin()
-            WRITES.write(server, chunk[:100])
-            WRITES.write(server, chunk[100:])
-            WRITES.end()
+            WRITES.handling(lambda data: (WRITES.write(server, data[:100]),
+                                          WRITES.write(server, data[100:])), chunk)
     assert _queued(server) > 0 and producer.paused >= 1
     client.transport.resumeProducing()
     received = await client.read(len(chunks) * 65536)        # each wait bounded
@@ -129,12 +135,12 @@ async def test_a_full_socket_keeps_order_and_twisted_flow_control(pair):
 @pytest_twisted.ensureDeferred
 async def test_frames_for_an_aborted_connection_are_not_sent(pair):
     server, client = await pair()
-    WRITES.begin()
-    try:
-        WRITES.write(server, b"never")
+
+    def receive(data: bytes) -> None:
+        WRITES.write(server, data)
         server.abortConnection()
-    finally:
-        WRITES.end()
+
+    WRITES.handling(receive, b"never")
     await within(client.lost)
     assert client.buffer == b""
 
@@ -142,8 +148,10 @@ async def test_frames_for_an_aborted_connection_are_not_sent(pair):
 def test_other_transports_get_a_plain_write():
     transport = StringTransport()
     send_now(transport, b"abc")
-    WRITES.begin()
-    WRITES.write(transport, b"def")
-    assert transport.value() == b"abc"
-    WRITES.end()
+
+    def receive(data: bytes) -> None:
+        WRITES.write(transport, data)
+        assert transport.value() == b"abc"
+
+    WRITES.handling(receive, b"def")
     assert transport.value() == b"abcdef"

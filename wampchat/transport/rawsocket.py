@@ -56,11 +56,7 @@ class RouterRawSocketProtocol(HoldsAdmissionSlot, WampRawSocketServerProtocol):
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
             # WebSocket peers' frames caused by these bytes go out once at the end.
-            WRITES.begin()
-            try:
-                super().dataReceived(data)
-            finally:
-                WRITES.end()
+            WRITES.handling(super().dataReceived, data)
 
     def _on_handshake_complete(self) -> None:
         """Serializer agreed: create the router session for this connection."""

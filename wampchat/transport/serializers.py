@@ -4,7 +4,8 @@ Autobahn's ``unserialize`` raises ``InvalidUriError`` for a message whose URI do
 parse (``SUBSCRIBE "chat main"``), losing which request it was. WAMP wants that request
 answered with ERROR ``wamp.error.invalid_uri``. On that (rare) error these serializers
 decode the payload again and hand the session an ``InvalidUriRequest`` in its place,
-so the client gets its answer instead of a hang. 
+so the client gets its answer instead of a hang.
+
 They also skip Autobahn's per-message traffic statistics (nothing here reads them) and
 encode JSON with one C encoder built once, instead of a new encoder object per message.
 """
@@ -39,7 +40,9 @@ class InvalidUriRequest:
     reason: str
 
 
-class _AnswersInvalidUris:
+class _RouterSerializer:
+    """Autobahn's Serializer, less its statistics, answering malformed URIs (see above)."""
+
     def serialize(self, msg: Any) -> tuple[bytes, bool]:
         inner = self._serializer                                    # type: ignore[attr-defined]
         return msg.serialize(inner), inner.BINARY
@@ -133,15 +136,15 @@ class _FastJsonObjectSerializer(JsonObjectSerializer):
         return [json.loads(payload.decode("utf8"))]
 
 
-class RouterJsonSerializer(_AnswersInvalidUris, JsonSerializer):
+class RouterJsonSerializer(_RouterSerializer, JsonSerializer):
     def __init__(self) -> None:
         super().__init__()
         self._serializer = _FastJsonObjectSerializer()
 
 
-class RouterMsgPackSerializer(_AnswersInvalidUris, MsgPackSerializer):
+class RouterMsgPackSerializer(_RouterSerializer, MsgPackSerializer):
     pass
 
 
-class RouterCBORSerializer(_AnswersInvalidUris, CBORSerializer):
+class RouterCBORSerializer(_RouterSerializer, CBORSerializer):
     pass

@@ -18,7 +18,7 @@ plain TCP connection (TLS, memory, tests) always gets ``transport.write``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import tcp
 
@@ -60,14 +60,17 @@ class WriteBatch:
         else:
             frames.append(data)
 
-    def begin(self) -> None:
+    def handling(self, receive: Callable[[bytes], None], data: bytes) -> None:
+        """receive(data), gathering its writes; the outermost handling sends them at the end."""
         self._depth += 1
+        try:
+            receive(data)
+        finally:
+            self._depth -= 1
+            if not self._depth and self._pending:
+                self._flush()
 
-    def end(self) -> None:
-        """Leave one handling(); the outermost sends what was gathered."""
-        self._depth -= 1
-        if self._depth or not self._pending:
-            return
+    def _flush(self) -> None:
         pending, self._pending = self._pending, {}
         for transport, frames in pending.items():
             send_now(transport, frames[0] if len(frames) == 1 else b"".join(frames))
