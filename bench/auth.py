@@ -37,18 +37,16 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.run import (LOAD_CORE, REPO, RESULTS_DIR, SERVER_CORE, Server, fmt, free_port,
-                       machine, proc_stat, serve_counted_issuer, summarize)
+from bench.run import (HANDSHAKE_JS, LOAD_CORE, REPO, RESULTS_DIR, SERVER_CORE, Server, drive_load,
+                       fmt, free_port, machine, proc_stat, serve_counted_issuer, summarize)
 
 MODES = ("local", "introspect")
 CLIENT_ID = "wampchat"
@@ -222,33 +220,13 @@ const o = JSON.parse(process.argv[1]);
 let recording = false, stopping = false, ok = 0, failed = 0, latencies = [], reasons = {};
 let t0 = 0, t1 = 0, next = 0;
 function emit(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
-function handshake(token) {
-  return new Promise((resolve) => {
-    const start = performance.now();
-    let outcome = null;
-    const ws = new WebSocket(o.url, 'wamp.2.json', { perMessageDeflate: false });
-    const timer = setTimeout(() => { outcome = outcome || { ok: false, reason: 'timeout' }; ws.terminate(); },
-                             o.timeout * 1000);
-    ws.on('open', () => ws.send(JSON.stringify([1, o.realm, { roles: { caller: {}, subscriber: {} },
-                                                             authmethods: ['ticket'] }])));
-    ws.on('message', (data) => {
-      const m = JSON.parse(data);
-      if (m[0] === 4) ws.send(JSON.stringify([5, token, {}]));
-      else if (m[0] === 2) { outcome = { ok: true, ms: performance.now() - start }; ws.close(1000); }
-      else if (m[0] === 3) { outcome = { ok: false, reason: m[2] }; ws.close(1000); }
-    });
-    ws.on('error', (e) => { outcome = outcome || { ok: false, reason: String(e.code || e.message) }; });
-    ws.on('close', () => { clearTimeout(timer); resolve(outcome || { ok: false, reason: 'closed' }); });
-  });
-}
-async function worker() {
+""" + HANDSHAKE_JS + r"""async function worker() {
   while (!stopping) {
     const r = await handshake(o.tokens[next++ % o.tokens.length]);
     if (!recording) continue;
     if (r.ok) { ok++; latencies.push(r.ms); } else { failed++; reasons[r.reason] = (reasons[r.reason] || 0) + 1; }
   }
 }
-function pct(sorted, p) { return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null; }
 async function main() {
   const workers = Array.from({ length: o.concurrency }, worker);
   await new Promise((r) => setTimeout(r, o.warmup * 1000));
@@ -296,41 +274,31 @@ def run_load(router: Server, issuer: Server, tokens: list[str], args) -> dict:
                "concurrency": args.concurrency, "warmup": args.warmup,
                "duration": args.duration, "timeout": 10}
     command = ["taskset", "-c", LOAD_CORE, "node", "-e", LOAD_JS, json.dumps(options)]
-    load = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(args.warmup + args.duration + 60, load.kill)
-    watchdog.start()
-    result, before = None, None
+    before = None
     figures: dict[str, Any] = {}
-    try:
-        for line in load.stdout:
-            message = json.loads(line)
-            if message["phase"] == "ready":
-                before = (router.cpu_seconds(), issuer.cpu_seconds(), issuer_stats(issuer),
-                          proc_stat(load.pid)[1], time.monotonic())
-                load.stdin.write("go\n")
-                load.stdin.flush()
-            elif message["phase"] == "done" and before is not None:
-                after = issuer_stats(issuer)
-                wall = time.monotonic() - before[4]
-                figures = {"router_core_share": (router.cpu_seconds() - before[0]) / wall,
-                           "load_core_share": (proc_stat(load.pid)[1] - before[3]) / wall,
-                           "issuer_core_share": (issuer.cpu_seconds() - before[1]) / wall,
-                           "router_cpu_s": router.cpu_seconds() - before[0],
-                           "issuer_cpu_s": issuer.cpu_seconds() - before[1],
-                           "jwks_requests": after["jwks"] - before[2]["jwks"],
-                           "introspections": after["introspect"] - before[2]["introspect"]}
-            elif message["phase"] in ("result", "error"):
-                result = message
-        load.wait(10)
-    finally:
-        watchdog.cancel()
-        if load.poll() is None:
-            load.kill()
-            load.wait()
+
+    def ready(_message: dict, load) -> None:
+        nonlocal before
+        before = (router.cpu_seconds(), issuer.cpu_seconds(), issuer_stats(issuer),
+                  proc_stat(load.pid)[1], time.monotonic())
+
+    def done(_message: dict, load) -> None:
+        if before is None:
+            return
+        after = issuer_stats(issuer)
+        wall = time.monotonic() - before[4]
+        figures.update({"router_core_share": (router.cpu_seconds() - before[0]) / wall,
+                        "load_core_share": (proc_stat(load.pid)[1] - before[3]) / wall,
+                        "issuer_core_share": (issuer.cpu_seconds() - before[1]) / wall,
+                        "router_cpu_s": router.cpu_seconds() - before[0],
+                        "issuer_cpu_s": issuer.cpu_seconds() - before[1],
+                        "jwks_requests": after["jwks"] - before[2]["jwks"],
+                        "introspections": after["introspect"] - before[2]["introspect"]})
+
+    result, stderr = drive_load(command, args.warmup + args.duration + 60, ready, done)
     if result is None or result["phase"] == "error":
         raise RuntimeError(f"load against {router.name} failed: {(result or {}).get('error')}\n"
-                           + (load.stderr.read()[-2000:] if load.stderr else ""))
+                           + stderr)
     result.update(figures)
     count = result["handshakes"]
     result["router_cpu_ms_per_handshake"] = 1000 * result["router_cpu_s"] / count if count else None

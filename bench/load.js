@@ -594,13 +594,36 @@ function handshakeOnce(opts, codec, token) {
   });
 }
 
+// Counts one handshake's outcome into tally ({ok, failed, stored, reasons}) and the samples.
+function recordHandshake(attempt, tally, samples, welcomeSamples) {
+  return attempt.then(([total, welcome]) => {
+    if (tally.stored < samples.length) {
+      samples[tally.stored] = total;
+      welcomeSamples[tally.stored++] = welcome;
+    }
+    tally.ok++;
+  }, (err) => {
+    tally.failed++;
+    const reason = String(err && err.message).slice(0, 120);
+    tally.reasons[reason] = (tally.reasons[reason] || 0) + 1;
+  });
+}
+
+// The figures of a handshake step from its tally.
+function handshakeFigures(tally, elapsedMs, samples, welcomeSamples) {
+  return { handshakes: tally.ok, failed: tally.failed, failure_reasons: tally.reasons,
+           elapsed_ms: elapsedMs, rate_per_s: tally.ok / (elapsedMs / 1000),
+           latency: percentiles(samples, tally.stored),
+           latency_to_welcome: percentiles(welcomeSamples, tally.stored) };
+}
+
 // One measured handshake step: --concurrency workers in a closed loop. cyclic: tokens in turn
 // until the duration is over; otherwise each token once (first-time users), then stop.
 function runHandshakes(opts, tokens, cyclic, samples, welcomeSamples, durationS) {
   const codec = CODECS[opts.serializer];
-  let next = 0, ok = 0, failed = 0, stored = 0, active = 0, stopped = false, done = false;
+  let next = 0, active = 0, stopped = false, done = false;
   let lastAt = 0;
-  const reasons = {};
+  const tally = { ok: 0, failed: 0, stored: 0, reasons: {} };
   return new Promise((resolve) => {
     const startedAt = performance.now();
     const stopTimer = setTimeout(() => { stopped = true; if (active === 0) finish(); }, durationS * 1000);
@@ -608,10 +631,8 @@ function runHandshakes(opts, tokens, cyclic, samples, welcomeSamples, durationS)
       if (done) return;
       done = true;
       clearTimeout(stopTimer);
-      const elapsedMs = (lastAt || performance.now()) - startedAt;
-      resolve({ handshakes: ok, failed, failure_reasons: reasons, elapsed_ms: elapsedMs,
-                rate_per_s: ok / (elapsedMs / 1000), latency: percentiles(samples, stored),
-                latency_to_welcome: percentiles(welcomeSamples, stored) });
+      resolve(handshakeFigures(tally, (lastAt || performance.now()) - startedAt, samples,
+                               welcomeSamples));
     }
     function startOne() {
       if (stopped || (!cyclic && next >= tokens.length)) {
@@ -621,14 +642,7 @@ function runHandshakes(opts, tokens, cyclic, samples, welcomeSamples, durationS)
       }
       const token = tokens[next++ % tokens.length];
       active++;
-      handshakeOnce(opts, codec, token).then(([total, welcome]) => {
-        if (stored < samples.length) { samples[stored] = total; welcomeSamples[stored++] = welcome; }
-        ok++;
-      }, (err) => {
-        failed++;
-        const reason = String(err && err.message).slice(0, 120);
-        reasons[reason] = (reasons[reason] || 0) + 1;
-      }).then(() => {
+      recordHandshake(handshakeOnce(opts, codec, token), tally, samples, welcomeSamples).then(() => {
         active--;
         lastAt = performance.now();
         startOne();
@@ -643,20 +657,18 @@ function runHandshakes(opts, tokens, cyclic, samples, welcomeSamples, durationS)
 // and counted.
 function runHandshakesFixed(opts, tokens, samples, welcomeSamples) {
   const codec = CODECS[opts.serializer];
-  let started = 0, ok = 0, failed = 0, skipped = 0, stored = 0, active = 0, stopped = false;
+  let started = 0, skipped = 0, active = 0, stopped = false;
   let lastAt = 0, tickTimer = null, done = false;
-  const reasons = {};
+  const tally = { ok: 0, failed: 0, stored: 0, reasons: {} };
   return new Promise((resolve) => {
     const startedAt = performance.now();
     function finish() {
       if (done) return;
       done = true;
       if (tickTimer) clearTimeout(tickTimer);
-      const elapsedMs = (lastAt || performance.now()) - startedAt;
-      resolve({ handshakes: ok, failed, skipped, failure_reasons: reasons, elapsed_ms: elapsedMs,
-                offered_per_s: opts.rate, rate_per_s: ok / (elapsedMs / 1000),
-                latency: percentiles(samples, stored),
-                latency_to_welcome: percentiles(welcomeSamples, stored) });
+      resolve({ ...handshakeFigures(tally, (lastAt || performance.now()) - startedAt, samples,
+                                    welcomeSamples),
+                skipped, offered_per_s: opts.rate });
     }
     function tick() {
       tickTimer = null;
@@ -666,14 +678,8 @@ function runHandshakesFixed(opts, tokens, samples, welcomeSamples) {
         started++;
         if (active >= 500) { skipped++; continue; }
         active++;
-        handshakeOnce(opts, codec, tokens[started % tokens.length]).then(([total, welcome]) => {
-          if (stored < samples.length) { samples[stored] = total; welcomeSamples[stored++] = welcome; }
-          ok++;
-        }, (err) => {
-          failed++;
-          const reason = String(err && err.message).slice(0, 120);
-          reasons[reason] = (reasons[reason] || 0) + 1;
-        }).then(() => {
+        recordHandshake(handshakeOnce(opts, codec, tokens[started % tokens.length]), tally,
+                        samples, welcomeSamples).then(() => {
           active--;
           lastAt = performance.now();
           if (stopped && active === 0) finish();

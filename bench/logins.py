@@ -51,7 +51,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.run import LOAD_CORE, REPO, Server, free_port, machine, proc_stat
+from bench.run import HANDSHAKE_JS, LOAD_CORE, REPO, Server, free_port, machine, proc_stat
 
 RESULTS_DIR = REPO / "bench" / "results"
 
@@ -70,7 +70,7 @@ def serve_router(options: dict[str, Any]) -> None:
     from wampchat.dev.issuer import DevIssuer, realms_resource
     from wampchat.users.pool import ResilientPool
 
-    counts = {"SELECT": 0, "INSERT": 0, "UPDATE": 0, "other": 0}
+    counts = dict.fromkeys(STATEMENT_KINDS, 0)
 
     def counted(method):
         async def wrapper(self, sql, params=()):
@@ -132,6 +132,9 @@ def _json_resource(fn):
 
 # -- the load generator (Node, `ws`) --------------------------------------------------------
 
+# Statements counted by their first word (WITH: the directory's find-or-create).
+STATEMENT_KINDS = ("WITH", "SELECT", "INSERT", "UPDATE", "other")
+
 LOAD_JS = r"""
 'use strict';
 const fs = require('node:fs');
@@ -140,37 +143,13 @@ const WebSocket = require('ws');
 const o = JSON.parse(fs.readFileSync(process.argv[1], 'utf8'));
 let next = 0, ok = 0, failed = 0;
 const latencies = [], failLatencies = [], reasons = {};
-function login(token) {
-  return new Promise((resolve) => {
-    const start = performance.now();
-    let outcome = null;
-    const ws = new WebSocket(o.url, 'wamp.2.json', { perMessageDeflate: false });
-    const timer = setTimeout(() => { outcome = outcome || { ok: false, reason: 'timeout' }; ws.terminate(); },
-                             o.timeout * 1000);
-    ws.on('open', () => ws.send(JSON.stringify([1, o.realm, { roles: { caller: {}, subscriber: {} },
-                                                             authmethods: ['ticket'] }])));
-    ws.on('message', (data) => {
-      const m = JSON.parse(data);
-      const ms = performance.now() - start;
-      if (m[0] === 4) ws.send(JSON.stringify([5, token, {}]));
-      else if (m[0] === 2) { outcome = { ok: true, ms }; ws.close(1000); }
-      else if (m[0] === 3) {
-        const why = /overloaded/.test((m[1] && m[1].message) || '') ? ' (queue full)' : '';
-        outcome = { ok: false, ms, reason: m[2] + why }; ws.close(1000);
-      }
-    });
-    ws.on('error', (e) => { outcome = outcome || { ok: false, reason: String(e.code || e.message) }; });
-    ws.on('close', () => { clearTimeout(timer); resolve(outcome || { ok: false, reason: 'closed' }); });
-  });
-}
-async function worker() {
+""" + HANDSHAKE_JS + r"""async function worker() {
   while (next < o.tokens.length) {
-    const r = await login(o.tokens[next++]);
+    const r = await handshake(o.tokens[next++]);
     if (r.ok) { ok++; latencies.push(r.ms); }
     else { failed++; reasons[r.reason] = (reasons[r.reason] || 0) + 1; if (r.ms) failLatencies.push(r.ms); }
   }
 }
-function pct(sorted, p) { return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null; }
 async function main() {
   const t0 = performance.now();
   await Promise.all(Array.from({ length: o.concurrency }, worker));
@@ -210,7 +189,7 @@ def run_load(router: Server, token_list: list[str], concurrency: int, workdir: P
         raise RuntimeError(f"load generator failed: {result.get('error')}\n{done.stderr[-2000:]}")
     after_stats = get_json(router, "stats")
     statements = {verb: after_stats[verb] - before_stats[verb]
-                  for verb in ("SELECT", "INSERT", "UPDATE", "other")}
+                  for verb in STATEMENT_KINDS}
     attempts = result["logins"] + result["failed"]
     result.update(
         statements=statements,
@@ -346,7 +325,7 @@ def line(name: str, r: dict) -> str:
     s = r["statements"]
     return (f"{name:22} {r['rate_per_s']:7.0f} logins/s  p50 {r['p50_ms']:6.1f} ms"
             f"  p99 {r['p99_ms']:6.1f} ms  round trips/login {r['round_trips_per_login']:.2f}"
-            f" (SELECT {s['SELECT']}, INSERT {s['INSERT']}, UPDATE {s['UPDATE']})"
+            f" ({', '.join(f'{kind} {s[kind]}' for kind in STATEMENT_KINDS if kind != 'other')})"
             f"  router CPU {r['router_cpu_ms_per_login']:.2f} ms/login"
             f"  failed {r['failed']}")
 

@@ -52,6 +52,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -478,50 +479,59 @@ def top_frames(collapsed: str, count: int = 15) -> dict:
             "inclusive_pct": top(inclusive) if total else []}
 
 
-def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str, str],
-             timeout: float, tokens_path: Path, issuer_port: int, repetition: int,
-             profiler: Profiler | None = None) -> dict:
-    """Run load.js once against `server`; the result with each step's server figures added."""
-    args = [arg.replace("{rep}", str(repetition)) for arg in scenario.args]
-    command = ["taskset", "-c", LOAD_CORE, "node", str(BENCH_DIR / "load.js"), "--url", server.url,
-               "--realm", REALM, "--tokens", str(tokens_path), "--duration", str(duration),
-               "--timeout", str(int(timeout)), *args]
-    load = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(timeout + 15, load.kill)     # load.js stops itself at `timeout`
+# Node code shared by bench.auth and bench.logins (each defines `o` with url, realm and
+# timeout, `performance` and `WebSocket` first): one WAMP ticket handshake (open, HELLO,
+# CHALLENGE, AUTHENTICATE, WELCOME or ABORT, close) resolving {ok, ms, reason}, and a
+# percentile of a sorted array.
+HANDSHAKE_JS = r"""
+function handshake(token) {
+  return new Promise((resolve) => {
+    const start = performance.now();
+    let outcome = null;
+    const ws = new WebSocket(o.url, 'wamp.2.json', { perMessageDeflate: false });
+    const timer = setTimeout(() => { outcome = outcome || { ok: false, reason: 'timeout' }; ws.terminate(); },
+                             o.timeout * 1000);
+    ws.on('open', () => ws.send(JSON.stringify([1, o.realm, { roles: { caller: {}, subscriber: {} },
+                                                             authmethods: ['ticket'] }])));
+    ws.on('message', (data) => {
+      const m = JSON.parse(data);
+      const ms = performance.now() - start;
+      if (m[0] === 4) ws.send(JSON.stringify([5, token, {}]));
+      else if (m[0] === 2) { outcome = { ok: true, ms }; ws.close(1000); }
+      else if (m[0] === 3) {
+        const why = /overloaded/.test((m[1] && m[1].message) || '') ? ' (queue full)' : '';
+        outcome = { ok: false, ms, reason: m[2] + why }; ws.close(1000);
+      }
+    });
+    ws.on('error', (e) => { outcome = outcome || { ok: false, reason: String(e.code || e.message) }; });
+    ws.on('close', () => { clearTimeout(timer); resolve(outcome || { ok: false, reason: 'closed' }); });
+  });
+}
+function pct(sorted, p) { return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null; }
+"""
+
+
+def drive_load(command: list[str], watchdog_s: float, on_ready: Callable[[dict, Any], None],
+               on_done: Callable[[dict, Any], None], **popen: Any) -> tuple[dict | None, str]:
+    """Run a load generator that speaks JSON lines: "ready" (it waits for "go" on stdin),
+    "done" (a step ended), then "result" or "error". on_ready/on_done(message, process)
+    take the server's figures around each step. Returns (result or error message, stderr
+    tail); the process is killed after watchdog_s, or when this ends early."""
+    load = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+    watchdog = threading.Timer(watchdog_s, load.kill)
     watchdog.start()
-    marks: dict[str, tuple] = {}                            # step -> figures at ready
-    server_steps: dict[str, dict] = {}                      # step -> server figures
     result = None
-    profiling = None
     try:
         for line in load.stdout:
             message = json.loads(line)
             phase = message.get("phase")
             if phase == "ready":
-                if profiler is not None:
-                    profiling = profiler.start(
-                        server, f"{server.name}/{scenario.name}/{message['step']}/{repetition}")
-                marks[message["step"]] = (server.cpu_seconds(), core_busy_seconds(SERVER_CORE),
-                                          time.monotonic(), server.rss_bytes(),
-                                          jwks_requests(issuer_port))
+                on_ready(message, load)
                 load.stdin.write("go\n")
                 load.stdin.flush()
             elif phase == "done":
-                cpu0, busy0, wall0, rss0, jwks0 = marks[message["step"]]
-                cpu = server.cpu_seconds() - cpu0
-                if profiler is not None:
-                    profiler.stop(profiling, f"{server.name}/{scenario.name}/{message['step']}/"
-                                  f"{repetition}")
-                    profiling = None
-                server_steps[message["step"]] = {
-                    "server_cpu_s": cpu,
-                    "core_other_cpu_s": max(0.0, core_busy_seconds(SERVER_CORE) - busy0 - cpu),
-                    "server_wall_s": time.monotonic() - wall0,
-                    "server_rss_ready_bytes": rss0,
-                    "server_rss_bytes": server.rss_bytes(),
-                    "jwks_requests": jwks_requests(issuer_port) - jwks0,
-                }
+                on_done(message, load)
             elif phase in ("result", "error"):
                 result = message
         load.wait(10)
@@ -530,10 +540,53 @@ def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str,
         if load.poll() is None:
             load.kill()
             load.wait()
+    failed = result is None or result.get("phase") == "error"
+    return result, (load.stderr.read()[-2000:] if failed and load.stderr else "")
+
+
+def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str, str],
+             timeout: float, tokens_path: Path, issuer_port: int, repetition: int,
+             profiler: Profiler | None = None) -> dict:
+    """Run load.js once against `server`; the result with each step's server figures added."""
+    args = [arg.replace("{rep}", str(repetition)) for arg in scenario.args]
+    command = ["taskset", "-c", LOAD_CORE, "node", str(BENCH_DIR / "load.js"), "--url", server.url,
+               "--realm", REALM, "--tokens", str(tokens_path), "--duration", str(duration),
+               "--timeout", str(int(timeout)), *args]
+    marks: dict[str, tuple] = {}                            # step -> figures at ready
+    server_steps: dict[str, dict] = {}                      # step -> server figures
+    profiling = None
+
+    def ready(message: dict, _load) -> None:
+        nonlocal profiling
+        if profiler is not None:
+            profiling = profiler.start(
+                server, f"{server.name}/{scenario.name}/{message['step']}/{repetition}")
+        marks[message["step"]] = (server.cpu_seconds(), core_busy_seconds(SERVER_CORE),
+                                  time.monotonic(), server.rss_bytes(),
+                                  jwks_requests(issuer_port))
+
+    def done(message: dict, _load) -> None:
+        nonlocal profiling
+        cpu0, busy0, wall0, rss0, jwks0 = marks[message["step"]]
+        cpu = server.cpu_seconds() - cpu0
+        if profiler is not None:
+            profiler.stop(profiling, f"{server.name}/{scenario.name}/{message['step']}/"
+                          f"{repetition}")
+            profiling = None
+        server_steps[message["step"]] = {
+            "server_cpu_s": cpu,
+            "core_other_cpu_s": max(0.0, core_busy_seconds(SERVER_CORE) - busy0 - cpu),
+            "server_wall_s": time.monotonic() - wall0,
+            "server_rss_ready_bytes": rss0,
+            "server_rss_bytes": server.rss_bytes(),
+            "jwks_requests": jwks_requests(issuer_port) - jwks0,
+        }
+
+    # load.js stops itself at `timeout`
+    result, stderr = drive_load(command, timeout + 15, ready, done, env=env)
     if result is None or result.get("phase") == "error":
-        stderr = load.stderr.read() if load.stderr else ""
         raise RuntimeError(f"load.js against {server.name} ({scenario.name}) failed: "
-                           f"{(result or {}).get('error', 'no result')}\n{stderr[-2000:]}")
+                           f"{(result or {}).get('error', 'no result')}\n{stderr}")
     baseline_rss = None
     for step, figures in result["steps"].items():
         figures.update(server_steps.get(step, {}))
