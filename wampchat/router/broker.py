@@ -113,9 +113,6 @@ class Broker:
         if subscriptions:
             self._fan_out(subscriptions, topic, global_id(), args, kwargs, {}, None)
 
-    def has_subscribers(self, topic: str) -> bool:
-        return bool(self._subscriptions.matches(topic))
-
     def _fan_out(self, subscriptions: list[Subscription], topic: str, publication: int,
                  args, kwargs, details: dict[str, Any],
                  publish_filter: PublishFilter | None) -> None:

@@ -30,8 +30,8 @@ class MetaEvents:
         self._broker = broker
 
     def _emit(self, topic: str, *args: Any) -> None:
-        if self._broker.has_subscribers(topic):
-            self._broker.publish_internal(topic, list(args))
+        # publish_internal looks the subscribers up once and does nothing without any
+        self._broker.publish_internal(topic, list(args))
 
     def _emit_about(self, uri: str, topic: str, *args: Any) -> None:
         if not uri.startswith("wamp."):
