@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import pytest_twisted
+from autobahn.twisted.wamp import ApplicationSession
+from autobahn.twisted.websocket import WampWebSocketClientFactory
+from autobahn.wamp.types import ComponentConfig
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.integration.conftest import reactor, within
 from tests.integration.processes import free_port
@@ -52,3 +57,39 @@ def start_dev_node(dsn: str, **options):
 def stop_node(node) -> None:
     """Stop a node started by start_dev_node (blocks: for fixture teardown)."""
     pytest_twisted.blockon(node.service.stopService())
+
+
+class TicketUser(ApplicationSession):
+    """A session of the wampchat realm with ticket auth (the token) that stays joined:
+    `joined` fires with the WELCOME's details (fails if refused), `left` when it ends."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(ComponentConfig(realm="wampchat"))
+        self.token = token
+        self.joined: Deferred = Deferred()
+        self.left: Deferred = Deferred()
+
+    def onConnect(self):
+        self.join(self.config.realm, ["ticket"])
+
+    def onChallenge(self, challenge):
+        return self.token
+
+    def onJoin(self, details):
+        self.joined.callback(details)
+
+    def onLeave(self, details):
+        if not self.joined.called:
+            self.joined.errback(RuntimeError(f"not welcomed: {details.reason}"))
+        if not self.left.called:
+            self.left.callback(details)
+        self.disconnect()
+
+
+async def connect_ticket_user(port: int, token: str) -> TicketUser:
+    """A TicketUser joined over WebSocket to the node on port."""
+    user = TicketUser(token)
+    factory = WampWebSocketClientFactory(lambda: user, url=f"ws://127.0.0.1:{port}/ws")
+    await within(TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(factory))
+    await within(user.joined, 10)
+    return user

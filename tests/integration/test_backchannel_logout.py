@@ -12,50 +12,19 @@ import uuid
 import pytest
 import pytest_twisted
 import treq
-from autobahn.twisted.wamp import ApplicationSession
-from autobahn.twisted.websocket import WampWebSocketClientFactory
-from autobahn.wamp.types import ComponentConfig
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.integration.dev_node import start_dev_node, stop_node
+from tests.integration.dev_node import TicketUser, connect_ticket_user, start_dev_node, stop_node
 from tests.integration.conftest import reactor, within
 from tests.users.conftest import postgres_server, users_database  # noqa: F401 (fixtures)
 from wampchat import errors
 from wampchat.dev.issuer import DevIssuer, stable_sub
 
 
-class StayingClient(ApplicationSession):
-    """Joins with ticket auth and stays; `joined` fires with the WELCOME, `left` with the close."""
-
-    def __init__(self, config, token):
-        super().__init__(config)
-        self.token = token
-        self.joined = Deferred()
-        self.left = Deferred()
-
-    def onConnect(self):
-        self.join(self.config.realm, ["ticket"])
-
-    def onChallenge(self, challenge):
-        return self.token
-
-    def onJoin(self, details):
-        self.joined.callback(details)
-
-    def onLeave(self, details):
-        if not self.joined.called:
-            self.joined.errback(RuntimeError(f"login refused: {details.reason}"))
-        if not self.left.called:
-            self.left.callback(details)
-        self.disconnect()
-
-
 @pytest.fixture
 def keycloak_node(users_database):  # noqa: F811 (pytest fixture injection)
     """The shipped node with its dev issuer at /realms/wampchat; every client closed at the end."""
     port, issuer, node = start_dev_node(users_database)
-    clients: list[StayingClient] = []
+    clients: list[TicketUser] = []
     yield port, issuer, node, clients
     stop_node(node)
     for client in clients:
@@ -69,12 +38,9 @@ def keycloak_node(users_database):  # noqa: F811 (pytest fixture injection)
                 transport.close()
 
 
-async def connect(port: int, token: str, clients: list) -> StayingClient:
-    client = StayingClient(ComponentConfig(realm="wampchat"), token)
+async def connect(port: int, token: str, clients: list) -> TicketUser:
+    client = await connect_ticket_user(port, token)
     clients.append(client)
-    factory = WampWebSocketClientFactory(lambda: client, url=f"ws://127.0.0.1:{port}/ws")
-    await within(TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(factory))
-    await within(client.joined, 10)
     return client
 
 

@@ -12,14 +12,11 @@ import dataclasses
 
 import pytest
 import pytest_twisted
-from autobahn.twisted.wamp import ApplicationSession
-from autobahn.twisted.websocket import WampWebSocketClientFactory
 from autobahn.wamp.exception import ApplicationError
-from autobahn.wamp.types import ComponentConfig
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.integration.dev_node import SHIPPED_CONFIG, start_dev_node, stop_node
+from tests.integration.dev_node import (SHIPPED_CONFIG, TicketUser, connect_ticket_user,
+                                        start_dev_node, stop_node)
 from tests.integration.conftest import reactor, within
 from tests.integration.processes import free_port, sleep
 from tests.services.external import ComponentProcess, service_account_env
@@ -73,38 +70,7 @@ def component_process(request, bare_node, tmp_path):
         component.kill()
 
 
-class User(ApplicationSession):
-    """A ticket-authenticated user session; `joined` fires on WELCOME."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__(ComponentConfig(realm="wampchat"))
-        self.token = token
-        self.joined: Deferred = Deferred()
-
-    def onConnect(self):
-        self.join(self.config.realm, ["ticket"])
-
-    def onChallenge(self, challenge):
-        return self.token
-
-    def onJoin(self, details):
-        self.joined.callback(details)
-
-    def onLeave(self, details):
-        if not self.joined.called:
-            self.joined.errback(RuntimeError(f"not welcomed: {details.reason}"))
-        self.disconnect()
-
-
-async def connect_user(port: int, token: str) -> User:
-    user = User(token)
-    factory = WampWebSocketClientFactory(lambda: user, url=f"ws://127.0.0.1:{port}/ws")
-    await within(TCP4ClientEndpoint(reactor(), "127.0.0.1", port).connect(factory))
-    await within(user.joined, 10)
-    return user
-
-
-async def set_status_when_registered(user: User, component: ComponentProcess,
+async def set_status_when_registered(user: TicketUser, component: ComponentProcess,
                                      status: str = "away") -> dict:
     """rpc.activity.set_status, retried (bounded) until the component has registered it."""
     for _ in range(REGISTER_TRIES):
@@ -123,7 +89,7 @@ async def test_activity_service_runs_out_of_process_as_backend(component_process
     """The component joins as backend (service-account token or WAMP-CRA, over WebSocket or
     RawSocket) and serves set_status and list."""
     component, port, issuer = component_process
-    user = await connect_user(port, issuer.mint("alice"))
+    user = await connect_ticket_user(port, issuer.mint("alice"))
     try:
         result = await set_status_when_registered(user, component)
         assert result == {"status": "ok", "new_status": "away"}
@@ -226,7 +192,7 @@ async def test_component_reconnects_and_reregisters_after_router_restart(restart
     url = f"ws://127.0.0.1:{port}/ws" if transport == "ws" else f"rs://127.0.0.1:{raw_port}"
     component = ComponentProcess(url, service_account_env(issuer.issuer), tmp_path)
     try:
-        user = await connect_user(port, issuer.mint("alice"))
+        user = await connect_ticket_user(port, issuer.mint("alice"))
         assert await set_status_when_registered(user, component, "busy") == \
             {"status": "ok", "new_status": "busy"}
         if stop == "shutdown":
@@ -237,7 +203,7 @@ async def test_component_reconnects_and_reregisters_after_router_restart(restart
         assert component.proc.poll() is None, component.output()
         node, issuer = await start()
         restarted = reactor().seconds()
-        bob = await connect_user(port, issuer.mint("bob"))
+        bob = await connect_ticket_user(port, issuer.mint("bob"))
         assert await set_status_when_registered(bob, component, "away") == \
             {"status": "ok", "new_status": "away"}
         print(f"[{transport}/{stop}] served again {reactor().seconds() - restarted:.2f} s "
