@@ -34,7 +34,8 @@
 // rpc: one callee registers an echo procedure; C caller sessions each keep one call in
 //   flight; calls/s and latency from CALL sent to RESULT received.
 // handshake: --concurrency workers each in a closed loop of: connect, HELLO, CHALLENGE,
-//   AUTHENTICATE, WELCOME, GOODBYE (answered), WebSocket close. handshakes/s and latency
+//   AUTHENTICATE, WELCOME, GOODBYE (answered), WebSocket close, on a plain TCP socket
+//   (handshakeOnce: the upgrade and the frames by hand, not `ws`). handshakes/s and latency
 //   from connect to close (and to WELCOME); `existing` tokens in turn (all used once in
 //   the warm-up, so the users exist), or a block of first-time users, each once.
 // With --rate > 0, rpc and handshake (existing users) add a step `fixed_rate`: calls or
@@ -44,7 +45,9 @@
 //   then waits --settle seconds, so that the orchestrator reads the router's RSS.
 'use strict';
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
+const net = require('node:net');
 const { performance } = require('node:perf_hooks');
 const readline = require('node:readline');
 const WebSocket = require('ws');
@@ -289,40 +292,23 @@ class Session {
     const ws = this.ws, socket = ws._socket, json = this.codec === CODECS.json;
     const fastEvents = json && !(this.opts.payload > 0);
     socket.removeAllListeners('data');
-    let pending = null;
-    socket.on('data', (chunk) => {
-      let buf = pending ? Buffer.concat([pending, chunk]) : chunk;
-      let off = 0;
-      while (buf.length - off >= 2) {
-        const opcode = buf[off] & 0x0f;
-        let len = buf[off + 1] & 0x7f, header = 2;
-        if (len === 126) {
-          if (buf.length - off < 4) break;
-          len = buf.readUInt16BE(off + 2); header = 4;
-        } else if (len === 127) {
-          if (buf.length - off < 10) break;
-          len = Number(buf.readBigUInt64BE(off + 2)); header = 10;
+    socket.on('data', frameReader((opcode, payload) => {
+      if (opcode === 1 || opcode === 2) {
+        if (fastEvents && payload[1] === 0x33 && payload[2] === 0x36 && payload[3] === 0x2c) {
+          // [36,sub,pub,{},[ts,seq,step]]: the args array alone
+          const start = payload.lastIndexOf(0x5b);
+          this.onEvent([EVENT, 0, 0, null, JSON.parse(payload.latin1Slice(start, payload.length - 1))]);
+        } else {
+          this.handle(this.codec.decode(payload));
         }
-        if (buf.length - off < header + len) break;
-        const payload = buf.subarray(off + header, off + header + len);
-        off += header + len;
-        if (opcode === 1 || opcode === 2) {
-          if (fastEvents && payload[1] === 0x33 && payload[2] === 0x36 && payload[3] === 0x2c) {
-            // [36,sub,pub,{},[ts,seq,step]]: the args array alone
-            const start = payload.lastIndexOf(0x5b);
-            this.onEvent([EVENT, 0, 0, null, JSON.parse(payload.latin1Slice(start, payload.length - 1))]);
-          } else {
-            this.handle(this.codec.decode(payload));
-          }
-        } else if (opcode === 9) {
-          ws.pong(payload);
-        } else if (opcode === 8) {
-          socket.destroy();
-          return;
-        }
+      } else if (opcode === 9) {
+        ws.pong(payload);
+      } else if (opcode === 8) {
+        socket.destroy();
+        return false;
       }
-      pending = off === buf.length ? null : buf.subarray(off);
-    });
+      return true;
+    }));
   }
 
   send(message) {
@@ -359,6 +345,56 @@ class Session {
     await Promise.race([this.closed, timer]);
     if (this.ws.readyState !== WebSocket.CLOSED) this.ws.terminate();
   }
+}
+
+// A 'data' listener that splits a router's byte stream into WebSocket frames and calls
+// onFrame(opcode, payload) for each complete one until it returns false. Router frames are
+// unmasked and, for the bench's messages, unfragmented.
+function frameReader(onFrame) {
+  let pending = null;
+  return (chunk) => {
+    const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
+    let off = 0;
+    while (buf.length - off >= 2) {
+      const opcode = buf[off] & 0x0f;
+      let len = buf[off + 1] & 0x7f, header = 2;
+      if (len === 126) {
+        if (buf.length - off < 4) break;
+        len = buf.readUInt16BE(off + 2); header = 4;
+      } else if (len === 127) {
+        if (buf.length - off < 10) break;
+        len = Number(buf.readBigUInt64BE(off + 2)); header = 10;
+      }
+      if (buf.length - off < header + len) break;
+      const payload = buf.subarray(off + header, off + header + len);
+      off += header + len;
+      if (onFrame(opcode, payload) === false) return;
+    }
+    pending = off === buf.length ? null : buf.subarray(off);
+  };
+}
+
+// Random bytes for WebSocket keys and masks, drawn from a pool refilled 64 KiB at a time.
+let randomPool = Buffer.alloc(0), randomOffset = 0;
+function randomBytes(n) {
+  if (randomOffset + n > randomPool.length) { randomPool = crypto.randomBytes(65536); randomOffset = 0; }
+  randomOffset += n;
+  return randomPool.subarray(randomOffset - n, randomOffset);
+}
+
+// One client frame (FIN set): text for strings, binary for buffers, masked as a client must.
+function clientFrame(data, opcode) {
+  const payload = typeof data === 'string' ? Buffer.from(data) : data;
+  const len = payload.length, header = len < 126 ? 2 : len < 65536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(header + 4 + len);
+  frame[0] = 0x80 | (opcode || (typeof data === 'string' ? 1 : 2));
+  if (header === 2) frame[1] = 0x80 | len;
+  else if (header === 4) { frame[1] = 0x80 | 126; frame.writeUInt16BE(len, 2); }
+  else { frame[1] = 0x80 | 127; frame.writeBigUInt64BE(BigInt(len), 2); }
+  const mask = randomBytes(4);
+  mask.copy(frame, header);
+  for (let i = 0; i < len; i++) frame[header + 4 + i] = payload[i] ^ mask[i & 3];
+  return frame;
 }
 
 async function openSessions(opts, count, token) {
@@ -571,23 +607,56 @@ function runRpc(opts, callers, procedure, samples) {
 
 // One authenticated handshake and its end: connect, HELLO, CHALLENGE, AUTHENTICATE(token),
 // WELCOME, GOODBYE both ways, WebSocket close. Resolves [ms to close, ms to WELCOME].
+// One handshake on a plain TCP socket: the HTTP upgrade written and its 101 checked by hand,
+// frames through frameReader/clientFrame, then WebSocket close (the router closes TCP).
+// Timed from connect to the TCP close, and to WELCOME. `ws` spent as much CPU per handshake
+// as the fastest router (key hashing, its HTTP parser and event layers): its latency and its
+// pauses were most of what a fixed-rate step measured, for every server alike.
 function handshakeOnce(opts, codec, token) {
+  const url = new URL(opts.url);
   return new Promise((resolve, reject) => {
     const start = performance.now();
-    let welcomeMs = null, failure = null;
-    const ws = new WebSocket(opts.url, [codec.protocol], { perMessageDeflate: false });
-    const send = (m) => ws.send(codec.encode(m));
-    ws.on('error', (err) => { failure = failure || err; });
-    ws.on('open', () => send([HELLO, opts.realm, { roles: { caller: {}, subscriber: {} },
-                                                    authmethods: ['ticket'] }]));
-    ws.on('message', (data) => {
-      const m = codec.decode(data);
+    let welcomeMs = null, failure = null, upgraded = false, closed = false, head = '';
+    const socket = net.connect({ host: url.hostname, port: Number(url.port) || 80, noDelay: true });
+    const send = (m) => socket.write(clientFrame(codec.encode(m)));
+    const closeWith = (error) => {
+      failure = failure || error;
+      socket.write(clientFrame(Buffer.from([0x03, 0xe8]), 8));     // close, 1000
+    };
+    const frames = frameReader((opcode, payload) => {
+      if (opcode === 8) { closed = true; socket.end(); return false; }
+      if (opcode !== 1 && opcode !== 2) return true;
+      const m = codec.decode(payload);
       if (m[0] === CHALLENGE) send([AUTHENTICATE, token, {}]);
       else if (m[0] === WELCOME) { welcomeMs = performance.now() - start; send([GOODBYE, {}, 'wamp.close.close_realm']); }
-      else if (m[0] === GOODBYE) ws.close(1000);
-      else if (m[0] === ABORT) { failure = new Error(String(m[2])); ws.close(1000); }
+      else if (m[0] === GOODBYE) closeWith(null);
+      else if (m[0] === ABORT) closeWith(new Error(String(m[2])));
+      return true;
     });
-    ws.on('close', () => {
+    socket.on('connect', () => {
+      socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n`
+                   + 'Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n'
+                   + `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n`
+                   + `Sec-WebSocket-Protocol: ${codec.protocol}\r\n\r\n`);
+    });
+    socket.on('data', (chunk) => {
+      if (upgraded) { frames(chunk); return; }
+      head += chunk.latin1Slice(0, chunk.length);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      if (!head.startsWith('HTTP/1.1 101')) {
+        failure = new Error(`upgrade refused: ${head.slice(0, head.indexOf('\r\n'))}`);
+        socket.destroy();
+        return;
+      }
+      upgraded = true;
+      const rest = Buffer.from(head.slice(end + 4), 'latin1');
+      send([HELLO, opts.realm, { roles: { caller: {}, subscriber: {} }, authmethods: ['ticket'] }]);
+      if (rest.length) frames(rest);
+    });
+    // Autobahn aborts (RST) a connection once it has answered the client's close.
+    socket.on('error', (err) => { if (!closed) failure = failure || err; });
+    socket.on('close', () => {
       if (welcomeMs === null || failure) reject(failure || new Error('closed before WELCOME'));
       else resolve([performance.now() - start, welcomeMs]);
     });

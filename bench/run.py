@@ -25,7 +25,12 @@ Scenarios: authenticated handshakes (connect, HELLO, CHALLENGE, AUTHENTICATE, WE
 GOODBYE, close) of existing and of first-time users; pub/sub fan-out to 100 and 1000
 subscribers, json and msgpack (steps `saturation` and `fixed_rate`); RPC to an echo callee
 with 1, 10 and 100 callers; router RSS per idle authenticated session at 1000 and 5000
-sessions (each server restarted first). Around every measured step the load generator
+sessions (each server restarted first). Latency "at the same load" (step `fixed_rate`, open
+loop): every server is offered the same rate, half (--fixed-rate-share) of the slowest
+server's closed-loop rate measured in the first repetition of that scenario, which has no
+fixed_rate step (absolute rates with --fixed-rate-events/-calls/-handshakes instead); a
+fixed absolute rate meant a different load on every machine, and on a fast one every server
+sat at the client's own latency. Around every measured step the load generator
 waits, so the CPU time of all of a server's processes (from /proc) is read exactly for that
 window: the headline figure is operations per second of router CPU time, which holds far
 better than wall-clock rates on a shared machine. Each figure is the median of the
@@ -88,26 +93,33 @@ class Scenario:
     args: tuple[str, ...]     # "{rep}" is replaced by the repetition number
     unit: str                 # "handshakes", "events", "calls" or "memory"
     restart: bool = False     # restart each server before every run (memory)
+    # The fixed_rate step ("{rate}" in args): offered `unit`s/s, or None for a share of the
+    # slowest server's closed-loop rate (see offered_rate); one offer is `per_offer` units
+    # (a publication to N subscribers is N events).
+    fixed_rate: float | None = None
+    per_offer: int = 1
 
 
-def scenarios(fixed_rate_events: int, first_block: int, idle: str, fixed_rate_calls: int = 1000,
-              fixed_rate_handshakes: int = 100) -> list[Scenario]:
-    def handshake(which: str, args: tuple[str, ...]) -> Scenario:
+def scenarios(fixed_rate_events: float | None, first_block: int, idle: str,
+              fixed_rate_calls: float | None = None,
+              fixed_rate_handshakes: float | None = None) -> list[Scenario]:
+    """The scenarios; a fixed rate of None is a share of the slowest server's (offered_rate)."""
+    def handshake(which: str, args: tuple[str, ...], rate: float | None = None) -> Scenario:
         return Scenario(f"handshake {which}", ("--scenario", "handshake", "--concurrency", "16",
-                                               *args), "handshakes")
+                                               *args), "handshakes", fixed_rate=rate)
 
     def fanout(n: int, window: int, serializer: str) -> Scenario:
-        rate = max(1, fixed_rate_events // n)           # publications/s
         return Scenario(f"fanout {n} {serializer}",
                         ("--scenario", "fanout", "--subscribers", str(n), "--window", str(window),
-                         "--rate", str(rate), "--serializer", serializer), "events")
+                         "--rate", "{rate}", "--serializer", serializer), "events",
+                        fixed_rate=fixed_rate_events, per_offer=n)
 
     def rpc(callers: int) -> Scenario:
         return Scenario(f"rpc {callers}", ("--scenario", "rpc", "--callers", str(callers),
-                                           "--rate", str(fixed_rate_calls)), "calls")
+                                           "--rate", "{rate}"), "calls", fixed_rate=fixed_rate_calls)
 
     return [
-        handshake("existing", ("--token-set", "existing", "--rate", str(fixed_rate_handshakes))),
+        handshake("existing", ("--token-set", "existing", "--rate", "{rate}"), fixed_rate_handshakes),
         # a block of first-time users per repetition, each once; bounded by count, not time
         handshake("first-time", ("--token-set", "first:{rep}", "--duration", "120")),
         fanout(100, 4, "json"), fanout(100, 4, "msgpack"),
@@ -544,11 +556,38 @@ def drive_load(command: list[str], watchdog_s: float, on_ready: Callable[[dict, 
     return result, (load.stderr.read()[-2000:] if failed and load.stderr else "")
 
 
+def offered_rate(scenario: Scenario, repetition: int, runs: dict[tuple[str, str], list[dict]],
+                 servers: list[str], share: float) -> float:
+    """The fixed_rate step's offered load in `scenario.unit`s/s for this repetition (0: none).
+
+    "The same load" for every server, chosen so that it means something on any machine:
+    `share` of the slowest server's closed-loop rate, the median of its earlier repetitions
+    of this scenario. The first repetition measures those rates and has no fixed_rate step.
+    An absolute --fixed-rate-* value applies to every repetition instead.
+    """
+    if scenario.fixed_rate is not None:
+        return scenario.fixed_rate
+    if repetition == 0:
+        return 0.0
+    medians = []
+    for server in servers:
+        rates = [step["rate_per_s"] for r in runs.get((server, scenario.name), [])
+                 for name, step in r["steps"].items() if name != "fixed_rate"]
+        if rates:
+            medians.append(statistics.median(rates))
+    return share * min(medians) if medians else 0.0
+
+
 def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str, str],
              timeout: float, tokens_path: Path, issuer_port: int, repetition: int,
-             profiler: Profiler | None = None) -> dict:
-    """Run load.js once against `server`; the result with each step's server figures added."""
-    args = [arg.replace("{rep}", str(repetition)) for arg in scenario.args]
+             profiler: Profiler | None = None, rate: float = 0.0) -> dict:
+    """Run load.js once against `server`; the result with each step's server figures added.
+
+    `rate`: the fixed_rate step's offered `scenario.unit`s/s (0: no such step).
+    """
+    offers = max(1, round(rate / scenario.per_offer)) if rate > 0 else 0
+    args = [arg.replace("{rep}", str(repetition)).replace("{rate}", str(offers))
+            for arg in scenario.args]
     command = ["taskset", "-c", LOAD_CORE, "node", str(BENCH_DIR / "load.js"), "--url", server.url,
                "--realm", REALM, "--tokens", str(tokens_path), "--duration", str(duration),
                "--timeout", str(int(timeout)), *args]
@@ -602,6 +641,8 @@ def run_load(server: Server, scenario: Scenario, duration: float, env: dict[str,
                 baseline_rss = figures["server_rss_ready_bytes"]
             figures["kib_per_session"] = ((figures["server_rss_bytes"] - baseline_rss)
                                           / figures["sessions"] / 1024)
+        if step == "fixed_rate":
+            figures["offered_per_s"] = offers * scenario.per_offer
     return result
 
 
@@ -615,12 +656,14 @@ METRICS = {
         ("p99 ms", "closed_loop", ("latency", "p99_ms"), False),
         ("handshakes/router-CPU-s", "closed_loop", ("ops_per_server_cpu_s",), True),
         ("JWKS fetches/1000 conn", "closed_loop", ("jwks_per_1000",), False),
+        ("offered/s at fixed rate", "fixed_rate", ("offered_per_s",), False),
         ("p99 ms at fixed rate", "fixed_rate", ("latency", "p99_ms"), False),
     ],
     "events": [
         ("events/s", "saturation", ("rate_per_s",), True),
         ("p99 ms", "saturation", ("latency", "p99_ms"), False),
         ("events/router-CPU-s", "saturation", ("ops_per_server_cpu_s",), True),
+        ("offered/s at fixed rate", "fixed_rate", ("offered_per_s",), False),
         ("p99 ms at fixed rate", "fixed_rate", ("latency", "p99_ms"), False),
     ],
     "calls": [
@@ -628,6 +671,7 @@ METRICS = {
         ("p50 ms", "closed_loop", ("latency", "p50_ms"), False),
         ("p99 ms", "closed_loop", ("latency", "p99_ms"), False),
         ("calls/router-CPU-s", "closed_loop", ("ops_per_server_cpu_s",), True),
+        ("offered/s at fixed rate", "fixed_rate", ("offered_per_s",), False),
         ("p99 ms at fixed rate", "fixed_rate", ("latency", "p99_ms"), False),
     ],
     "memory": [],        # filled from the idle counts (idle_<n>)
@@ -757,13 +801,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="default 3 (--quick 1)")
     parser.add_argument("--duration", type=float, help="seconds per measured step "
                         "(default 3, --quick 1)")
-    parser.add_argument("--fixed-rate-events", type=int, default=10000,
-                        help="offered events/s of the fan-out fixed_rate step (default %(default)s)")
-    parser.add_argument("--fixed-rate-calls", type=int, default=1000,
-                        help="offered calls/s of the RPC fixed_rate step (default %(default)s)")
-    parser.add_argument("--fixed-rate-handshakes", type=int, default=100,
-                        help="offered handshakes/s of the handshake fixed_rate step "
-                        "(default %(default)s)")
+    parser.add_argument("--fixed-rate-share", type=float, default=0.5,
+                        help="the fixed_rate steps offer this share of the slowest server's "
+                        "closed-loop rate, measured in the first repetition of the same scenario "
+                        "(which has no fixed_rate step); default %(default)s")
+    parser.add_argument("--fixed-rate-events", type=int,
+                        help="offered events/s of the fan-out fixed_rate step in every "
+                        "repetition, instead of --fixed-rate-share")
+    parser.add_argument("--fixed-rate-calls", type=int,
+                        help="offered calls/s of the RPC fixed_rate step (as above)")
+    parser.add_argument("--fixed-rate-handshakes", type=int,
+                        help="offered handshakes/s of the handshake fixed_rate step (as above)")
     parser.add_argument("--existing-users", type=int, default=200)
     parser.add_argument("--first-time-users", type=int,
                         help="first-time logins per repetition (default 1000, --quick 200)")
@@ -883,6 +931,8 @@ def main(argv=None) -> int:
                   f"(pid {server.process.pid}, core {SERVER_CORE})", flush=True)
         for scenario in scenario_list:
             for repetition in range(repetitions):
+                # one offered load for every server of this repetition
+                rate = offered_rate(scenario, repetition, runs, names, args.fixed_rate_share)
                 shift = repetition % len(servers)
                 for server in servers[shift:] + servers[:shift]:
                     if scenario.restart:
@@ -891,7 +941,7 @@ def main(argv=None) -> int:
                     timeout = 120 + 4 * duration
                     try:
                         result = run_load(server, scenario, duration, env, timeout, tokens_path,
-                                          issuer_port, repetition, profiler)
+                                          issuer_port, repetition, profiler, rate)
                     except RuntimeError as error:
                         failures.append(str(error))
                         print(f"  {scenario.name:<20} rep {repetition + 1} {server.name:<8} "
@@ -945,6 +995,7 @@ def main(argv=None) -> int:
         "command": " ".join([sys.executable, "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(), "checkout": checkout_state, "duration_per_step_s": duration,
         "repetitions": repetitions,
+        "fixed_rate_share": args.fixed_rate_share,
         "fixed_rate_events_per_s": args.fixed_rate_events,
         "fixed_rate_calls_per_s": args.fixed_rate_calls,
         "fixed_rate_handshakes_per_s": args.fixed_rate_handshakes,

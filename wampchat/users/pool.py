@@ -112,6 +112,36 @@ class _Connection(Connection):
 QuietConnection = _Connection
 
 
+class _MostRecentFirst:
+    """The idle connections of a pool, handed out most recently returned first.
+
+    txpostgres keeps them in a set, whose pop() cycles through all of them: at a
+    low query rate every query then went to a backend idle since the previous
+    round, which cost this process twice the CPU per statement (a first-time
+    login's insert: 190 us against 110 us, measured with 5 connections). Taking
+    the last one returned keeps as few backends busy as the load needs.
+    """
+
+    def __init__(self, connections) -> None:
+        self._idle: list = list(connections)
+
+    def pop(self):
+        return self._idle.pop()
+
+    def add(self, connection) -> None:
+        if connection not in self._idle:
+            self._idle.append(connection)
+
+    def remove(self, connection) -> None:
+        self._idle.remove(connection)
+
+    def __iter__(self):
+        return iter(list(self._idle))
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+
 class _TxPool(ConnectionPool):
     """txpostgres' pool on a given reactor, whose connections report their death."""
 
@@ -121,6 +151,7 @@ class _TxPool(ConnectionPool):
         self.reactor = reactor
         self.connectionFactory = lambda reactor, cooperator: _Connection(reactor, cooperator, on_lost)
         super().__init__(None, dsn, min=size, **connect_kwargs)
+        self.connections = _MostRecentFirst(self.connections)
 
 
 def _is_open(connection: Connection) -> bool:
