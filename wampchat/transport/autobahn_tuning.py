@@ -4,8 +4,10 @@ Imported for its effect by the WebSocket transport. Each change keeps Autobahn's
 behaviour and was chosen from the benchmark profile (bench/RESULTS.md):
 
 - Autobahn pretty-prints its ~40 protocol options for a debug log line on every new
-  connection, whether debug logging is on or not (8% of a handshake's CPU): its
-  module's ``pformat`` becomes lazy, so a debug line still shows the same text.
+  connection, whether debug logging is on or not (8% of a handshake's CPU), and names
+  five methods per connection the same way (``hltype``: inspect calls and string
+  styling, ~2 us each): both become lazy in its modules, so a debug line still shows
+  the same text and nothing is computed when debug lines are filtered out.
 - Autobahn unmasks every incoming frame with a masker it builds per frame through CFFI
   (an import, two buffer allocations and a copy: ~3 us for a 60-byte frame) and
   validates UTF-8 the same way. wsaccel's C maskers and validator do the same work in
@@ -15,27 +17,41 @@ behaviour and was chosen from the benchmark profile (bench/RESULTS.md):
 from __future__ import annotations
 
 import pprint
-from typing import Any
+from typing import Any, Callable
 
+from autobahn import util as autobahn_util
+from autobahn.twisted import websocket as autobahn_twisted_websocket
 from autobahn.websocket import protocol as autobahn_websocket_protocol
 
 
-class _LazyPformat(str):
-    """An empty str that pretty-prints its object only when it is actually formatted."""
+class _LazyText(str):
+    """An empty str that renders `obj` with `render` only when it is actually formatted."""
 
-    def __new__(cls, obj: Any) -> "_LazyPformat":
+    render: Callable[[Any], str]
+
+    def __new__(cls, obj: Any) -> "_LazyText":
         lazy = super().__new__(cls, "")
         lazy.obj = obj
         return lazy
 
     def __str__(self) -> str:
-        return pprint.pformat(self.obj)
+        return self.render(self.obj)
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)
 
 
+class _LazyPformat(_LazyText):
+    render = staticmethod(pprint.pformat)
+
+
+class _LazyHltype(_LazyText):
+    render = staticmethod(lambda obj: autobahn_util.hltype(obj))
+
+
 autobahn_websocket_protocol.pformat = _LazyPformat
+autobahn_websocket_protocol.hltype = _LazyHltype
+autobahn_twisted_websocket.hltype = _LazyHltype
 
 try:
     from wsaccel.utf8validator import Utf8Validator

@@ -1,0 +1,34 @@
+"""Autobahn's debug-only formatting is deferred until a debug line is really written."""
+
+from __future__ import annotations
+
+import pprint
+
+from autobahn import util as autobahn_util
+from autobahn.twisted import websocket as autobahn_twisted_websocket
+from autobahn.websocket import protocol as autobahn_websocket_protocol
+from twisted.logger import formatEvent
+
+import wampchat.transport.autobahn_tuning  # noqa: F401  (installs the changes)
+from wampchat.transport.websocket import RouterWebSocketProtocol
+
+
+def test_method_names_are_rendered_only_when_formatted(monkeypatch):
+    calls = []
+    real = autobahn_util.hltype
+    monkeypatch.setattr(autobahn_util, "hltype", lambda obj: calls.append(obj) or real(obj))
+    method = RouterWebSocketProtocol.onMessage
+    for module in (autobahn_websocket_protocol, autobahn_twisted_websocket):
+        lazy = module.hltype(method)
+        assert calls == []
+        text = formatEvent({"log_format": "{func}: request", "func": lazy})
+        assert text == real(method) + ": request"
+        assert "RouterWebSocketProtocol.onMessage" in text
+        assert calls == [method]
+        calls.clear()
+
+
+def test_options_are_pretty_printed_only_when_formatted():
+    options = {"openHandshakeTimeout": 5, "autoPingInterval": 10}
+    lazy = autobahn_websocket_protocol.pformat(options)
+    assert formatEvent({"log_format": "options {o}", "o": lazy}) == "options " + pprint.pformat(options)
