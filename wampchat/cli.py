@@ -76,11 +76,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def main(reactor):
         from wampchat.reload import install_sighup
+        from wampchat.runtime import freeze_startup_objects
 
         node = build_runtime(config, reactor)
         install_sighup(reactor, node.realms, args.config)
         reactor.addSystemEventTrigger("before", "shutdown", node.service.stopService)
         node.service.startService()
+        freeze_startup_objects()
         return _until_stopped(reactor, node)
 
     task.react(main)

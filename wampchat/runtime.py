@@ -6,6 +6,7 @@ the real things.
 
 from __future__ import annotations
 
+import gc
 from typing import Callable
 
 from twisted.application.service import Service
@@ -15,6 +16,19 @@ from twisted.logger import Logger
 from wampchat.config_types import NodeConfig
 
 log = Logger()
+
+
+def freeze_startup_objects() -> None:
+    """Leave what start-up built (modules, classes, config, the node) out of later collections.
+
+    It lives as long as the process, yet every full garbage collection walked all of it:
+    ~70,000 objects, 20-27 ms with the reactor stopped, which under the bench's fan-out to
+    1000 subscribers at a fixed rate was the p99 latency (6-10 ms once frozen). Called by
+    each process entry point once its node has started; the garbage of start-up is
+    collected first, since frozen objects are never collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def uses_keycloak(config: NodeConfig) -> bool:
