@@ -8,21 +8,32 @@ re-exported here, where callers have always found them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from psycopg2 import Error as DriverError, IntegrityError
 from psycopg2.errorcodes import UNIQUE_VIOLATION
 from twisted.logger import Logger
 
 from wampchat.errors import Unavailable
-from wampchat.users.pool import (DeadlineExceeded, PoolState, QuietConnection,  # noqa: F401
-                                 ResilientPool, make_pool, pool_from_config, reconnect_delay,
-                                 within)
+from wampchat.users.pool import (DeadlineExceeded, PoolState, PreparedStatement,  # noqa: F401
+                                 QuietConnection, ResilientPool, make_pool, pool_from_config,
+                                 reconnect_delay, within)
 from wampchat.users.store import EmailInUse, User, email_taken_message
 
 log = Logger()
 
 _COLUMNS = "id, keycloak_id, email, username, roles, created_at, last_login_at"
+
+# A login's one statement: the row if it exists, else the row inserted. The INSERT runs
+# only when the lookup found nothing, so logging in never writes to an existing row (nor
+# draws from the id sequence). Prepared: it runs once per first-time login.
+_FIND_OR_CREATE = PreparedStatement(
+    "wampchat_find_or_create_user",
+    f"WITH found AS (SELECT {_COLUMNS} FROM users WHERE keycloak_id = %s),"
+    " created AS (INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
+    " SELECT %s, %s, %s, %s::text[], now() WHERE NOT EXISTS (SELECT FROM found)"
+    f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS})"
+    " SELECT *, false FROM found UNION ALL SELECT *, true FROM created")
 
 
 class PostgresUserStore:
@@ -44,29 +55,25 @@ class PostgresUserStore:
     async def create_or_get(self, keycloak_id: str, email: str | None, username: str | None,
                             roles: Sequence[str]) -> User:
         return (await self._insert(
-            "INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
-            " VALUES (%s, %s, %s, %s::text[], now())"
-            f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS}, true",
-            (keycloak_id, email, username, list(roles)), keycloak_id, email))[0]
+            lambda: self._pool.run_query(
+                "INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
+                " VALUES (%s, %s, %s, %s::text[], now())"
+                f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS}, true",
+                (keycloak_id, email, username, list(roles))),
+            keycloak_id, email))[0]
 
     async def find_or_create(self, keycloak_id: str, email: str | None, username: str | None,
                              roles: Sequence[str]) -> tuple[User, bool]:
-        # One statement: the row if it exists, else the row inserted. The INSERT runs
-        # only when the lookup found nothing, so logging in never writes to an existing
-        # row (nor draws from the id sequence).
         return await self._insert(
-            f"WITH found AS (SELECT {_COLUMNS} FROM users WHERE keycloak_id = %s),"
-            " created AS (INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
-            " SELECT %s, %s, %s, %s::text[], now() WHERE NOT EXISTS (SELECT FROM found)"
-            f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS})"
-            " SELECT *, false FROM found UNION ALL SELECT *, true FROM created",
-            (keycloak_id, keycloak_id, email, username, list(roles)), keycloak_id, email)
+            lambda: self._pool.run_prepared(
+                _FIND_OR_CREATE, (keycloak_id, keycloak_id, email, username, list(roles))),
+            keycloak_id, email)
 
-    async def _insert(self, sql: str, params: Sequence[Any], keycloak_id: str,
+    async def _insert(self, run: Callable[[], Awaitable[list[tuple]]], keycloak_id: str,
                       email: str | None) -> tuple[User, bool]:
         """Run an insert returning (columns..., created); races and conflicts resolved."""
         try:
-            rows = await self._pool.run_query(sql, params)
+            rows = await run()
         except IntegrityError as error:
             if error.pgcode != UNIQUE_VIOLATION:
                 raise _unexpected(error) from None
