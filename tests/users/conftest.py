@@ -73,13 +73,23 @@ def fresh_database(postgres_server) -> str:
         yield dsn
 
 
-@pytest.fixture
-def pg_pool(users_database):
-    """A started pool of 5 connections on the migrated database."""
-    pool = make_pool(_reactor(), users_database, size=5)
+def _started_pool(dsn: str, size: int):
+    pool = make_pool(_reactor(), dsn, size=size)
     assert pytest_twisted.blockon(pool.start())
     yield pool
     pool.close()
+
+
+@pytest.fixture
+def pg_pool(users_database):
+    """A started pool of 5 connections on the migrated database."""
+    yield from _started_pool(users_database, 5)
+
+
+@pytest.fixture
+def one_connection(users_database):
+    """A started pool of one connection: queries queue, and session state is the same."""
+    yield from _started_pool(users_database, 1)
 
 
 @pytest.fixture

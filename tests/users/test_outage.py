@@ -162,22 +162,24 @@ async def _lock_users_table(dsn: str) -> Connection:
 
 @pytest_twisted.ensureDeferred
 async def test_stalled_database_fails_logins_with_unavailable_and_bounds_the_queue(users_database):
-    """Users table locked: 2 logins run into statement_timeout, 3 wait and fail, 5 are refused."""
+    """Users table locked: 2 logins run into statement_timeout, a batch of 3 waits and fails
+    the same way, 5 more are refused at once."""
     pool = ResilientPool(_reactor(), users_database, size=2, statement_timeout_ms=200,
                          max_waiting=3)
     assert await pool.start()
-    directory = UserDirectory(PostgresUserStore(pool), _reactor())
+    store = PostgresUserStore(pool, max_batch=3)
+    directory = UserDirectory(store, _reactor())
     locker = await _lock_users_table(users_database)
     try:
         logins = [Deferred.fromCoroutine(directory.login(someone())) for _ in range(10)]
-        assert pool.state().waiting == 3
         outcomes = await DeferredList(logins, consumeErrors=True)
         failures = [result for ok, result in outcomes if not ok]
         assert len(failures) == 10
         assert all(failure.check(Unavailable) for failure in failures), failures
         messages = [failure.getErrorMessage() for failure in failures]
-        assert sum("overloaded" in m for m in messages) == 5
-        assert pool.peak_waiting == 3 and pool.refused_busy == 5
+        assert sum("overloaded (3 logins waiting)" in m for m in messages) == 5
+        assert sum("did not answer in time" in m for m in messages) == 5, messages
+        assert store.refused_busy == 5 and pool.peak_waiting == 0
         assert pool.state() == PoolState(connected=2, total=2, available=True,
                                          failed_attempts=0, waiting=0)
     finally:

@@ -19,14 +19,6 @@ from tests.users.conftest import _reactor
 NAME = "wampchat_find_or_create_user"
 
 
-@pytest.fixture
-def one_connection(users_database):
-    pool = make_pool(_reactor(), users_database, size=1)
-    assert pytest_twisted.blockon(pool.start())
-    yield pool
-    pool.close()
-
-
 async def _prepared_on_server(pool) -> list[str]:
     rows = await pool.run_query("SELECT name FROM pg_prepared_statements ORDER BY name")
     return [name for (name,) in rows]

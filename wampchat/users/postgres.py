@@ -7,6 +7,7 @@ re-exported here, where callers have always found them.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
@@ -15,6 +16,7 @@ from psycopg2.errorcodes import UNIQUE_VIOLATION
 from twisted.logger import Logger
 
 from wampchat.errors import Unavailable
+from wampchat.users.batching import Coalescer
 from wampchat.users.pool import (DeadlineExceeded, PoolState, PreparedStatement,  # noqa: F401
                                  QuietConnection, ResilientPool, make_pool, pool_from_config,
                                  reconnect_delay, within)
@@ -35,17 +37,42 @@ _FIND_OR_CREATE = PreparedStatement(
     f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS})"
     " SELECT *, false FROM found UNION ALL SELECT *, true FROM created")
 
+# The same for several logins at once (distinct keycloak_ids; roles as JSON arrays, as
+# PostgreSQL has no arrays of arrays of different lengths).
+_FIND_OR_CREATE_MANY = PreparedStatement(
+    "wampchat_find_or_create_users",
+    "WITH input AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+    " AS v(keycloak_id, email, username, roles)),"
+    f" found AS (SELECT {_COLUMNS} FROM users"
+    " WHERE keycloak_id IN (SELECT keycloak_id FROM input)),"
+    " created AS (INSERT INTO users (keycloak_id, email, username, roles, last_login_at)"
+    " SELECT v.keycloak_id, v.email, v.username,"
+    " ARRAY(SELECT jsonb_array_elements_text(v.roles::jsonb)), now() FROM input AS v"
+    " WHERE NOT EXISTS (SELECT FROM found WHERE found.keycloak_id = v.keycloak_id)"
+    f" ON CONFLICT (keycloak_id) DO NOTHING RETURNING {_COLUMNS})"
+    " SELECT *, false FROM found UNION ALL SELECT *, true FROM created")
+
+_Login = tuple[str, "str | None", "str | None", tuple[str, ...]]   # find_or_create's arguments
+
 
 class PostgresUserStore:
     """`UserStore` on a `ResilientPool`: one statement per call in the common case.
 
     Round trips: `find_by_keycloak_id` 1; `create_or_get` and `find_or_create` 1, or 2
     when another login created the row concurrently; `touch_logins` 1 for the whole batch.
+    Logins arriving while `pool.size` of them are running go together as one statement
+    (`Coalescer`) of at most `max_batch`; one of them whose email is taken makes the
+    batch retry one by one. At most one batch waits: beyond it logins are refused at
+    once (`Unavailable`), so a stalled database cannot pile them up.
     Errors: `EmailInUse`, `Unavailable`; nothing else.
     """
 
-    def __init__(self, pool: ResilientPool) -> None:
+    def __init__(self, pool: ResilientPool, max_batch: int = 200) -> None:
         self._pool = pool
+        self._max_batch = max_batch
+        self._logins: Coalescer[_Login] = Coalescer(self._find_or_create_batch, pool.size,
+                                                     max_batch)
+        self.refused_busy = 0                    # logins refused because a full batch waited
 
     async def find_by_keycloak_id(self, keycloak_id: str) -> User | None:
         rows = await self._query(f"SELECT {_COLUMNS} FROM users WHERE keycloak_id = %s",
@@ -64,6 +91,62 @@ class PostgresUserStore:
 
     async def find_or_create(self, keycloak_id: str, email: str | None, username: str | None,
                              roles: Sequence[str]) -> tuple[User, bool]:
+        if self._logins.queued >= self._max_batch:
+            self.refused_busy += 1
+            raise Unavailable(f"the user database is overloaded ({self._logins.queued} logins"
+                              " waiting); try again")
+        return await self._logins.submit((keycloak_id, email, username, tuple(roles)))
+
+    async def _find_or_create_batch(self, logins: list[_Login]) -> list[object]:
+        """One outcome per login: (user, created), or the exception for that login alone."""
+        if len(logins) > 1:
+            try:
+                return await self._find_or_create_many(logins)
+            except IntegrityError as error:
+                if error.pgcode != UNIQUE_VIOLATION:
+                    raise _unexpected(error) from None
+                # An email taken (by a stored user, or by another login of the batch):
+                # one by one, in order of arrival, so that only its logins are refused.
+        outcomes: list[object] = []
+        for login in logins:
+            try:
+                outcomes.append(await self._find_or_create_one(*login))
+            except (EmailInUse, Unavailable) as error:
+                outcomes.append(error)
+        return outcomes
+
+    async def _find_or_create_many(self, logins: list[_Login]) -> list[object]:
+        distinct: dict[str, _Login] = {}                  # the first login of each id, in order
+        for login in logins:
+            distinct.setdefault(login[0], login)
+        try:
+            rows = await self._pool.run_prepared(_FIND_OR_CREATE_MANY, (
+                list(distinct), [login[1] for login in distinct.values()],
+                [login[2] for login in distinct.values()],
+                [json.dumps(login[3]) for login in distinct.values()]))
+        except IntegrityError:
+            raise                                     # _find_or_create_batch decides
+        except DriverError as error:
+            raise _unexpected(error) from None
+        found = {row[1]: (_user(row[:-1]), row[-1]) for row in rows}
+        outcomes: list[object] = []
+        for keycloak_id, email, username, roles in logins:
+            outcome = found.get(keycloak_id)
+            if outcome is None:
+                # Created meanwhile by another statement (ON CONFLICT DO NOTHING).
+                try:
+                    outcome = found[keycloak_id] = await self._find_or_create_one(
+                        keycloak_id, email, username, roles)
+                except (EmailInUse, Unavailable) as error:
+                    outcomes.append(error)
+                    continue
+            else:
+                found[keycloak_id] = (outcome[0], False)      # a repeated id: created once
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _find_or_create_one(self, keycloak_id: str, email: str | None,
+                                  username: str | None, roles: Sequence[str]) -> tuple[User, bool]:
         return await self._insert(
             lambda: self._pool.run_prepared(
                 _FIND_OR_CREATE, (keycloak_id, keycloak_id, email, username, list(roles))),
