@@ -11,9 +11,9 @@ Two processes besides this one (the orchestrator):
 - the router (`--serve-router`, pinned to core 0): the shipped crossbar-like.yaml
   (components dropped) on the scratch database, with the development issuer
   mounted at /realms/wampchat, so the router fetches the JWKS over HTTP as from
-  Keycloak. For the benchmark only, `ResilientPool.run_query`/`run_operation` are
-  wrapped to count statements (each is one round trip: one statement in its own
-  transaction), and /bench/ serves tokens of the dev issuer and the counters;
+  Keycloak. For the benchmark only, `ResilientPool.run_query`, `run_operation` and
+  `run_prepared` wrapped to count statements (each is one round trip: one statement in
+  its own transaction), and /bench/ serves tokens of the dev issuer and the counters;
 - the load generator: Node with `ws` (pinned to core 1), C workers each in a
   closed loop of: open WebSocket, HELLO (ticket), CHALLENGE, AUTHENTICATE (the
   access token), WELCOME or ABORT, close. Each token is used once per scenario.
@@ -21,14 +21,16 @@ Two processes besides this one (the orchestrator):
 Scenarios, in this order:
 
 - `first-time`: users the database has never seen (the JIT path: one statement that
-  finds the row or inserts it);
+  finds the row or inserts it, shared by the logins that arrive while `pool_size` such
+  statements are running);
 - `again, cached`: the same users at once again (the directory's cache, TTL 30 s);
 - `existing, not cached`: users whose rows exist (inserted by this script, as if
   created by another node) but that this router has not seen (the same one statement);
 - `stalled database` (unless --no-stall): another connection holds ACCESS
   EXCLUSIVE on `users` while more new users than pool connections plus waiting
   slots (database.max_waiting) log in: how long a refused login waits, how many
-  queries waited for a connection at most, how many were refused at once.
+  queries waited for a connection at most, how many were refused at once (by the pool,
+  or because a full batch of logins was waiting already).
 
 The pool's `last_login_at` write-behind (one UPDATE per touch interval for all
 logins in it) is reported as counted; in a short run it is usually 0.
@@ -69,6 +71,7 @@ def serve_router(options: dict[str, Any]) -> None:
     from wampchat.config import load_config
     from wampchat.dev.issuer import DevIssuer, realms_resource
     from wampchat.users.pool import ResilientPool
+    from wampchat.users.postgres import PostgresUserStore
 
     counts = dict.fromkeys(STATEMENT_KINDS, 0)
 
@@ -79,8 +82,22 @@ def serve_router(options: dict[str, Any]) -> None:
             return await method(self, sql, params)
         return wrapper
 
+    def counted_prepared(method):
+        async def wrapper(self, statement, params=()):
+            counts[statement.sql.lstrip().split(None, 1)[0].upper()] += 1
+            return await method(self, statement, params)
+        return wrapper
+
     ResilientPool.run_query = counted(ResilientPool.run_query)
     ResilientPool.run_operation = counted(ResilientPool.run_operation)
+    ResilientPool.run_prepared = counted_prepared(ResilientPool.run_prepared)
+    stores: list[PostgresUserStore] = []
+    store_init = PostgresUserStore.__init__
+
+    def kept(self, *args, **kwargs):
+        store_init(self, *args, **kwargs)
+        stores.append(self)
+    PostgresUserStore.__init__ = kept
 
     port = options["port"]
     issuer_url = f"http://127.0.0.1:{port}/realms/wampchat"
@@ -102,7 +119,9 @@ def serve_router(options: dict[str, Any]) -> None:
         pool = pools[0]
         if args.get("reset"):               # peak_waiting per scenario
             pool.peak_waiting = len(pool._waiting)
-        return {**counts, "peak_waiting": pool.peak_waiting, "refused_busy": pool.refused_busy,
+        return {**counts, "peak_waiting": pool.peak_waiting,
+                "refused_busy": pool.refused_busy + sum(store.refused_busy for store in stores),
+                "largest_batch": max((store._logins.largest_batch for store in stores), default=0),
                 "max_waiting": pool._max_waiting, "pool_size": pool.size}
 
     bench.putChild(b"stats", _json_resource(stats))
@@ -197,7 +216,7 @@ def run_load(router: Server, token_list: list[str], concurrency: int, workdir: P
         router_cpu_ms_per_login=(1000 * (router.cpu_seconds() - before_cpu) / attempts
                                  if attempts else None),
         peak_waiting=after_stats["peak_waiting"], max_waiting=after_stats["max_waiting"],
-        pool_size=after_stats["pool_size"],
+        pool_size=after_stats["pool_size"], largest_batch=after_stats["largest_batch"],
         refused_busy=after_stats["refused_busy"] - before_stats["refused_busy"])
     return result
 
@@ -327,7 +346,7 @@ def line(name: str, r: dict) -> str:
             f"  p99 {r['p99_ms']:6.1f} ms  round trips/login {r['round_trips_per_login']:.2f}"
             f" ({', '.join(f'{kind} {s[kind]}' for kind in STATEMENT_KINDS if kind != 'other')})"
             f"  router CPU {r['router_cpu_ms_per_login']:.2f} ms/login"
-            f"  failed {r['failed']}")
+            f"  failed {r['failed']}  largest batch so far {r['largest_batch']}")
 
 
 def stall_line(r: dict) -> str:

@@ -76,13 +76,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def main(reactor):
         from wampchat.reload import install_sighup
-        from wampchat.runtime import freeze_startup_objects
+        from wampchat.runtime import tune_garbage_collection
 
         node = build_runtime(config, reactor)
         install_sighup(reactor, node.realms, args.config)
         reactor.addSystemEventTrigger("before", "shutdown", node.service.stopService)
         node.service.startService()
-        freeze_startup_objects()
+        tune_garbage_collection()
         return _until_stopped(reactor, node)
 
     task.react(main)

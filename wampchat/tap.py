@@ -31,9 +31,9 @@ def makeService(options: Options):
         raise usage.UsageError(str(exc)) from None
     from wampchat.reload import install_sighup
 
-    from wampchat.runtime import freeze_startup_objects
+    from wampchat.runtime import tune_garbage_collection
 
     node = build_runtime(config, reactor)
     install_sighup(reactor, node.realms, options["config"])
-    reactor.callWhenRunning(freeze_startup_objects)     # twistd starts the service first
+    reactor.callWhenRunning(tune_garbage_collection)     # twistd starts the service first
     return node.service

@@ -1,4 +1,5 @@
-"""What start-up built is frozen out of later garbage collections; its garbage is not."""
+"""What start-up built is frozen out of later garbage collections, its garbage is not; full
+collections come less often."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import weakref
 
 import pytest
 
-from wampchat.runtime import freeze_startup_objects
+from wampchat.runtime import FULL_COLLECTION_EVERY, tune_garbage_collection
 
 
 class _Node:
@@ -16,8 +17,10 @@ class _Node:
 
 @pytest.fixture
 def unfrozen():
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()          # this test process goes on building nodes
+    gc.set_threshold(*thresholds)
 
 
 def test_freezing_keeps_live_objects_out_of_collections_and_collects_garbage_first(unfrozen):
@@ -27,7 +30,14 @@ def test_freezing_keeps_live_objects_out_of_collections_and_collects_garbage_fir
     gone = weakref.ref(garbage)
     del garbage
     before = gc.get_freeze_count()
-    freeze_startup_objects()
+    tune_garbage_collection()
     assert gone() is None
     assert gc.get_freeze_count() > before
     assert all(o is not live for o in gc.get_objects())    # frozen: no longer tracked per generation
+
+
+def test_full_collections_wait_for_more_younger_ones(unfrozen):
+    young, middle, _ = gc.get_threshold()
+    tune_garbage_collection()
+    assert gc.get_threshold() == (young, middle, FULL_COLLECTION_EVERY)
+    assert FULL_COLLECTION_EVERY > 10

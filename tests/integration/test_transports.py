@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 import pytest
 import pytest_twisted
@@ -14,7 +16,7 @@ from twisted.logger import capturedLogs
 from wampchat.config_types import LimitsConfig, WebSocketOptions
 from wampchat.transport.websocket import SHARED_SERIALIZERS
 
-from .conftest import within
+from .conftest import reactor, within
 
 SERIALIZERS = ["json", "msgpack", "cbor"]
 PROTOCOL_VIOLATION = "wamp.error.protocol_violation"
@@ -428,3 +430,35 @@ async def test_upgrade_on_a_connection_that_served_a_page_and_a_huge_request_lin
         tprotocol.Factory.forProtocol(RawSocketPeer))
     huge.transport.write(b"GET /" + b"a" * 9000)
     await within(huge.lost)
+
+
+@pytest.mark.parametrize("kind", ["websocket", "rawsocket"])
+@pytest_twisted.ensureDeferred
+async def test_a_closed_connection_is_freed_without_the_garbage_collector(net, kind):
+    """Connection, session and guard go when the client leaves, not at a full collection
+    (whose pause grows with every closed connection it has to walk)."""
+    port = await net.listen("web" if kind == "websocket" else "rawsocket")
+    client = await _connect(net, kind, port, "json")
+    await client.subscribe(lambda *args: None, "room.freed")
+    (session,) = net.router.realm.sessions.values()
+    protocol = session.transport
+    gone = [weakref.ref(protocol), weakref.ref(session), weakref.ref(protocol._guard)]
+    del session, protocol
+    gc.collect()
+    gc.disable()
+    try:
+        client.leave()
+        await within(client.disconnected)
+        for _ in range(20):           # the router's side closes a moment later
+            if all(ref() is None for ref in gone):
+                break
+            await _turn()
+        assert [ref() for ref in gone] == [None, None, None]
+    finally:
+        gc.enable()
+
+
+def _turn() -> Deferred:
+    d: Deferred = Deferred()
+    reactor().callLater(0.01, d.callback, None)
+    return d

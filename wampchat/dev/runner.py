@@ -103,7 +103,7 @@ def run_dev(config: NodeConfig, data_dir: str | None = None) -> int:
     from twisted.internet import defer, task
 
     from wampchat.cli import _until_stopped, build_runtime
-    from wampchat.runtime import freeze_startup_objects
+    from wampchat.runtime import tune_garbage_collection
 
     config = follow_web_port(config)
     database = None
@@ -124,7 +124,7 @@ def run_dev(config: NodeConfig, data_dir: str | None = None) -> int:
             node = build_runtime(config, reactor, extra_resources=extra, dsn=dsn)
             reactor.addSystemEventTrigger("before", "shutdown", node.service.stopService)
             node.service.startService()
-            freeze_startup_objects()
+            tune_garbage_collection()
             running = _until_stopped(reactor, node)
             listening = defer.DeferredList([t.ready for t in node.transports],
                                            fireOnOneErrback=True, consumeErrors=True)
