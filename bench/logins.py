@@ -83,9 +83,9 @@ def serve_router(options: dict[str, Any]) -> None:
         return wrapper
 
     def counted_prepared(method):
-        async def wrapper(self, statement, params=()):
+        async def wrapper(self, statement, params=(), since=None):
             counts[statement.sql.lstrip().split(None, 1)[0].upper()] += 1
-            return await method(self, statement, params)
+            return await method(self, statement, params, since)
         return wrapper
 
     ResilientPool.run_query = counted(ResilientPool.run_query)

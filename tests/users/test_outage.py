@@ -13,7 +13,7 @@ import uuid
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from txpostgres.txpostgres import Connection
 
 from tests.users.conftest import Identity
@@ -162,12 +162,12 @@ async def _lock_users_table(dsn: str) -> Connection:
 
 @pytest_twisted.ensureDeferred
 async def test_stalled_database_fails_logins_with_unavailable_and_bounds_the_queue(users_database):
-    """Users table locked: 2 logins run into statement_timeout, a batch of 3 waits and fails
-    the same way, 5 more are refused at once."""
+    """Users table locked: 2 logins run into statement_timeout, 3 wait (max_waiting) and
+    fail together the same way, 5 more are refused at once."""
     pool = ResilientPool(_reactor(), users_database, size=2, statement_timeout_ms=200,
                          max_waiting=3)
     assert await pool.start()
-    store = PostgresUserStore(pool, max_batch=3)
+    store = PostgresUserStore(pool)
     directory = UserDirectory(store, _reactor())
     locker = await _lock_users_table(users_database)
     try:
@@ -214,5 +214,41 @@ async def test_a_waiting_query_that_times_out_leaves_the_queue_and_never_runs(us
         # Waits (really) for pg_sleep to end, then runs on the same connection.
         assert await pool.run_query("SELECT current_setting('wampchat.marker', true)") \
             in ([(None,)], [("",)])
+    finally:
+        pool.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_login_that_waited_past_its_deadline_is_never_sent(users_database):
+    """The deadline of a waiting login counts from when it began to wait, not from when
+    its batch starts: past it, the batch fails at once without reaching the database."""
+    clock = Clock()
+    pool = ResilientPool(_reactor(), users_database, size=1, clock=clock, query_timeout=5)
+    assert await pool.start()
+    store = PostgresUserStore(pool)
+    locker = await _lock_users_table(users_database)
+    try:
+        first, late = someone(), someone()
+        running = Deferred.fromCoroutine(store.find_or_create(first.sub, None, None, ()))
+        clock.advance(3)
+        waiting = Deferred.fromCoroutine(store.find_or_create(late.sub, None, None, ()))
+        clock.advance(2)                # the first one's deadline: the late one's turn
+        with pytest.raises(Unavailable, match="did not answer in time"):
+            await running
+        clock.advance(3)                # 5 s since the late one began to wait
+        with pytest.raises(Unavailable, match="did not answer in time"):
+            await waiting
+    finally:
+        await locker.runOperation("ROLLBACK")
+        locker.close()
+    try:
+        # Once the table is free the first one's statement (already sent) completes; the
+        # late one's never went out.
+        for _ in range(50):
+            if await store.find_by_keycloak_id(first.sub) is not None:
+                break
+            await deferLater(_reactor(), 0.05, lambda: None)
+        assert await store.find_by_keycloak_id(first.sub) is not None
+        assert await store.find_by_keycloak_id(late.sub) is None
     finally:
         pool.close()

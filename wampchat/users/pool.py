@@ -312,6 +312,16 @@ class ResilientPool(Service):
                 _close_quietly(connection)
         self._drop_pool()
 
+    @property
+    def clock(self):
+        """What the deadlines are measured by."""
+        return self._clock
+
+    @property
+    def max_waiting(self) -> int:
+        """How many queries may wait for a connection; more are refused at once."""
+        return self._max_waiting
+
     def state(self) -> PoolState:
         """Connections open now, out of `size`; for the /metrics gauges."""
         connected = sum(1 for c in self._connections if _is_open(c))
@@ -330,39 +340,50 @@ class ResilientPool(Service):
         """
         return await self._run(lambda pool: pool.runQuery(sql, tuple(params)))
 
-    async def run_prepared(self, statement: PreparedStatement,
-                           params: Sequence[Any] = ()) -> list[tuple]:
-        """Like `run_query`, with `statement` prepared once per connection."""
-        return await self._run(lambda pool: pool.runPrepared(statement, tuple(params)))
+    async def run_prepared(self, statement: PreparedStatement, params: Sequence[Any] = (),
+                           since: float | None = None) -> list[tuple]:
+        """Like `run_query`, with `statement` prepared once per connection. `since`: when
+        the caller began to wait (clock seconds), if before this call: the deadline
+        covers that wait too."""
+        return await self._run(lambda pool: pool.runPrepared(statement, tuple(params)), since)
 
     async def run_operation(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Like `run_query`, for a statement without rows."""
         await self._run(lambda pool: pool.runOperation(sql, tuple(params)))
 
-    async def _run(self, call: Callable[[ConnectionPool], Deferred]):
+    async def _run(self, call: Callable[[ConnectionPool], Deferred], since: float | None = None):
+        # One deadline for every wait (the caller's, for a connection) and the statement.
+        started = self._clock.seconds() if since is None else since
+
+        def left() -> float:
+            return self._query_timeout - (self._clock.seconds() - started)
+
+        if left() <= 0:
+            raise Unavailable("the user database did not answer in time")
         pool = self._pool
         if pool is None and self._building is not None:
             # Connecting (start-up or a reconnect): wait for that attempt, bounded, so
             # logins arriving just before the pool is up are not refused.
             try:
-                await within(self.when_settled(), self._query_timeout, self._clock)
+                await within(self.when_settled(), left(), self._clock)
             except DeadlineExceeded:
                 raise Unavailable("the user database did not answer in time") from None
             pool = self._pool
         if pool is None:
             raise Unavailable("the user database is unavailable")
-        started = self._clock.seconds()
-        await self._admit()
+        await self._admit(left())
         pool = self._pool
         if pool is None:                 # went down while we waited
             self._release(None)
             raise Unavailable("the user database is unavailable")
-        # One deadline for the wait and the statement together.
-        left = max(0.0, self._query_timeout - (self._clock.seconds() - started))
+        remaining = left()
+        if remaining <= 0:               # never sent after its caller's deadline
+            self._release(None)
+            raise Unavailable("the user database did not answer in time")
         try:
             query = call(pool)
             query.addBoth(self._release, pool)
-            return await within(query, left, self._clock)
+            return await within(query, remaining, self._clock)
         except DeadlineExceeded:
             raise Unavailable("the user database did not answer in time") from None
         except DriverError as error:
@@ -378,8 +399,9 @@ class ResilientPool(Service):
             self._check_health(pool)
             raise Unavailable(f"the user database is unavailable: {type(error).__name__}") from None
 
-    async def _admit(self) -> None:
-        """Take a connection slot, waiting in line if all are busy; raises Unavailable."""
+    async def _admit(self, timeout: float) -> None:
+        """Take a connection slot, waiting in line (at most timeout s) if all are busy;
+        raises Unavailable."""
         if self._running < self.size and not self._waiting:
             self._running += 1
             return
@@ -391,7 +413,7 @@ class ResilientPool(Service):
         self._waiting.append(waiter)
         self.peak_waiting = max(self.peak_waiting, len(self._waiting))
         try:
-            await within(waiter, self._query_timeout, self._clock)
+            await within(waiter, timeout, self._clock)
         except DeadlineExceeded:
             # Leave the line so the query never runs after its caller gave up.
             if waiter in self._waiting:

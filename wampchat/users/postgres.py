@@ -62,17 +62,18 @@ class PostgresUserStore:
     when another login created the row concurrently; `touch_logins` 1 for the whole batch.
     Logins arriving while `pool.size` of them are running go together as one statement
     (`Coalescer`) of at most `max_batch`; one of them whose email is taken makes the
-    batch retry one by one. At most one batch waits: beyond it logins are refused at
-    once (`Unavailable`), so a stalled database cannot pile them up.
+    batch retry one by one. As for queries waiting for a connection, at most
+    `pool.max_waiting` logins wait, more are refused at once (`Unavailable`), and the
+    pool's deadline counts from when a login began to wait: a stalled database cannot
+    pile them up.
     Errors: `EmailInUse`, `Unavailable`; nothing else.
     """
 
     def __init__(self, pool: ResilientPool, max_batch: int = 200) -> None:
         self._pool = pool
-        self._max_batch = max_batch
-        self._logins: Coalescer[_Login] = Coalescer(self._find_or_create_batch, pool.size,
-                                                     max_batch)
-        self.refused_busy = 0                    # logins refused because a full batch waited
+        self._logins: Coalescer[tuple[float, _Login]] = Coalescer(
+            self._find_or_create_batch, pool.size, max_batch)
+        self.refused_busy = 0                    # logins refused because too many waited
 
     async def find_by_keycloak_id(self, keycloak_id: str) -> User | None:
         rows = await self._query(f"SELECT {_COLUMNS} FROM users WHERE keycloak_id = %s",
@@ -91,17 +92,20 @@ class PostgresUserStore:
 
     async def find_or_create(self, keycloak_id: str, email: str | None, username: str | None,
                              roles: Sequence[str]) -> tuple[User, bool]:
-        if self._logins.queued >= self._max_batch:
+        if self._logins.queued >= self._pool.max_waiting:
             self.refused_busy += 1
             raise Unavailable(f"the user database is overloaded ({self._logins.queued} logins"
                               " waiting); try again")
-        return await self._logins.submit((keycloak_id, email, username, tuple(roles)))
+        return await self._logins.submit(
+            (self._pool.clock.seconds(), (keycloak_id, email, username, tuple(roles))))
 
-    async def _find_or_create_batch(self, logins: list[_Login]) -> list[object]:
+    async def _find_or_create_batch(self, items: list[tuple[float, _Login]]) -> list[object]:
         """One outcome per login: (user, created), or the exception for that login alone."""
+        since = min(submitted for submitted, _ in items)      # the deadline of the oldest
+        logins = [login for _, login in items]
         if len(logins) > 1:
             try:
-                return await self._find_or_create_many(logins)
+                return await self._find_or_create_many(logins, since)
             except IntegrityError as error:
                 if error.pgcode != UNIQUE_VIOLATION:
                     raise _unexpected(error) from None
@@ -110,12 +114,12 @@ class PostgresUserStore:
         outcomes: list[object] = []
         for login in logins:
             try:
-                outcomes.append(await self._find_or_create_one(*login))
+                outcomes.append(await self._find_or_create_one(*login, since=since))
             except (EmailInUse, Unavailable) as error:
                 outcomes.append(error)
         return outcomes
 
-    async def _find_or_create_many(self, logins: list[_Login]) -> list[object]:
+    async def _find_or_create_many(self, logins: list[_Login], since: float) -> list[object]:
         distinct: dict[str, _Login] = {}                  # the first login of each id, in order
         for login in logins:
             distinct.setdefault(login[0], login)
@@ -123,7 +127,7 @@ class PostgresUserStore:
             rows = await self._pool.run_prepared(_FIND_OR_CREATE_MANY, (
                 list(distinct), [login[1] for login in distinct.values()],
                 [login[2] for login in distinct.values()],
-                [json.dumps(login[3]) for login in distinct.values()]))
+                [json.dumps(login[3]) for login in distinct.values()]), since)
         except IntegrityError:
             raise                                     # _find_or_create_batch decides
         except DriverError as error:
@@ -136,7 +140,7 @@ class PostgresUserStore:
                 # Created meanwhile by another statement (ON CONFLICT DO NOTHING).
                 try:
                     outcome = found[keycloak_id] = await self._find_or_create_one(
-                        keycloak_id, email, username, roles)
+                        keycloak_id, email, username, roles, since)
                 except (EmailInUse, Unavailable) as error:
                     outcomes.append(error)
                     continue
@@ -146,10 +150,11 @@ class PostgresUserStore:
         return outcomes
 
     async def _find_or_create_one(self, keycloak_id: str, email: str | None,
-                                  username: str | None, roles: Sequence[str]) -> tuple[User, bool]:
+                                  username: str | None, roles: Sequence[str],
+                                  since: float | None = None) -> tuple[User, bool]:
         return await self._insert(
             lambda: self._pool.run_prepared(
-                _FIND_OR_CREATE, (keycloak_id, keycloak_id, email, username, list(roles))),
+                _FIND_OR_CREATE, (keycloak_id, keycloak_id, email, username, list(roles)), since),
             keycloak_id, email)
 
     async def _insert(self, run: Callable[[], Awaitable[list[tuple]]], keycloak_id: str,
