@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Sequence
 
 from psycopg2 import Error as DriverError, InterfaceError, OperationalError
@@ -95,12 +96,13 @@ class PreparedStatement:
     name: str
     sql: str
 
-    @property
+    # Both texts are built once per statement, not at every run.
+    @cached_property
     def execute(self) -> str:
         """EXECUTE with psycopg2 placeholders for the parameters."""
         return f"EXECUTE {self.name}({', '.join(['%s'] * self.sql.count('%s'))})"
 
-    @property
+    @cached_property
     def prepare_and_execute(self) -> str:
         """PREPARE (parameters $1..$n, types inferred by the server), then EXECUTE."""
         parts = self.sql.replace("%%", "%").split("%s")

@@ -123,11 +123,10 @@ class PostgresUserStore:
         distinct: dict[str, _Login] = {}                  # the first login of each id, in order
         for login in logins:
             distinct.setdefault(login[0], login)
+        ids, emails, usernames, roles = zip(*distinct.values())
         try:
             rows = await self._pool.run_prepared(_FIND_OR_CREATE_MANY, (
-                list(distinct), [login[1] for login in distinct.values()],
-                [login[2] for login in distinct.values()],
-                [json.dumps(login[3]) for login in distinct.values()]), since)
+                list(ids), list(emails), list(usernames), [json.dumps(r) for r in roles]), since)
         except IntegrityError:
             raise                                     # _find_or_create_batch decides
         except DriverError as error:
