@@ -7,12 +7,14 @@ import os
 import sys
 from typing import Sequence
 
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
+import txaio
+from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
                             globalLogBeginner, jsonFileLogObserver, textFileLogObserver)
 
 import wampchat
 from wampchat.config import ConfigError, load_config
 from wampchat.config_types import NodeConfig
+from wampchat.logs import Logger, drop_below
 
 log = Logger()
 
@@ -22,9 +24,12 @@ DEFAULT_CONFIG = os.environ.get("WAMPCHAT_CONFIG", "crossbar-like.yaml")
 def start_logging(level: str = "info", json_output: bool = False) -> None:
     """Send twisted.logger events to stdout, as text (or JSON lines for log shippers)."""
     observer = jsonFileLogObserver(sys.stdout) if json_output else textFileLogObserver(sys.stdout)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    chosen = LogLevel.levelWithName(level)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=chosen)
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(observer, [predicate])],
                                      redirectStandardIO=False)
+    drop_below(chosen)                   # below it, our loggers do not even build the event
+    txaio.set_global_log_level(level)    # and Autobahn's are no-ops
 
 
 def build_runtime(config: NodeConfig, reactor, extra_resources=None, dsn: str | None = None):

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 from autobahn.twisted.component import Component
 from autobahn.wamp.auth import AuthTicket, AuthWampCra
 from twisted.internet.defer import ensureDeferred
-from twisted.logger import Logger
 
 from wampchat.components import load_component_class
+from wampchat.logs import Logger
 
 log = Logger()
 

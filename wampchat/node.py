@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from wampchat import errors
 from wampchat.auth.factory import build_authenticators
 from wampchat.auth.logout import logout_resource_for
 from wampchat.components import attach_component
 from wampchat.config_types import NodeConfig, TransportConfig
+from wampchat.logs import Logger
 from wampchat.metrics import Metrics
 from wampchat.router.admission import admission_for
 from wampchat.router.realm import Realm

@@ -11,10 +11,9 @@ from __future__ import annotations
 import signal
 from typing import Callable
 
-from twisted.logger import Logger
-
 from wampchat.config import ConfigError, load_config
 from wampchat.config_types import NodeConfig
+from wampchat.logs import Logger
 from wampchat.router.realm import Realm
 
 log = Logger()

@@ -11,9 +11,9 @@ from typing import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
 
 from wampchat.config_types import NodeConfig
+from wampchat.logs import Logger
 
 log = Logger()
 

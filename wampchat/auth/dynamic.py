@@ -26,13 +26,13 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallResult
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from wampchat import errors
 from wampchat.auth.anonymous import random_authid
 from wampchat.auth.authenticator import Accept, Challenge, Hello
 from wampchat.auth.cra import CraChallenger, CraKey, NoChallenge, UnknownPrincipal
 from wampchat.errors import AuthFailure, Unavailable
+from wampchat.logs import Logger
 
 if TYPE_CHECKING:
     from wampchat.router.dealer import Dealer

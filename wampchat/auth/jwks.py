@@ -17,10 +17,10 @@ from typing import Any, Callable
 import jwt
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from wampchat.auth.tokens import UnknownKey
 from wampchat.errors import Unavailable
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from wampchat.auth import roles, tokens
 from wampchat.auth.authenticator import Accept, Challenge, Hello
 from wampchat.auth.jwks import JwksCache
 from wampchat.config_types import KeycloakAuthConfig
 from wampchat.errors import AuthFailure, RoleRefused
+from wampchat.logs import Logger
 
 log = Logger()
 

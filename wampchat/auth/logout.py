@@ -23,7 +23,6 @@ from typing import Any, Iterable
 import jwt
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web import resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -31,6 +30,7 @@ from wampchat import errors
 from wampchat.auth import tokens
 from wampchat.auth.jwks import JwksCache
 from wampchat.errors import AuthFailure
+from wampchat.logs import Logger
 
 log = Logger()
 

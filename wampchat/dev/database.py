@@ -25,7 +25,8 @@ from typing import Iterator, Mapping
 
 import psycopg2
 from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT, make_dsn, parse_dsn
-from twisted.logger import Logger
+
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -27,9 +27,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -12,11 +12,10 @@ import sys
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
-from twisted.logger import Logger
-
 from wampchat.config_types import KeycloakAuthConfig, NodeConfig, TransportConfig
 from wampchat.dev.database import EmbeddedPostgres
 from wampchat.dev.issuer import DEMO_USERS, DevIssuer, realms_resource
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -17,10 +17,10 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallResult
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from wampchat import errors
 from wampchat.errors import RequestError
+from wampchat.logs import Logger
 from wampchat.router.ids import global_id
 from wampchat.router.matching import UriMap
 from wampchat.router.permissions import Permission, Permissions

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from autobahn.wamp import message
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from wampchat import errors
 from wampchat.config_types import LimitsConfig, RealmConfig
+from wampchat.logs import Logger
 from wampchat.router import meta
 from wampchat.router.broker import Broker
 from wampchat.router.dealer import Builtin, Dealer

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -17,12 +17,12 @@ from autobahn.wamp import message
 from autobahn.wamp.exception import ProtocolError
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from wampchat import errors
 from wampchat.auth.authenticator import Accept, Authenticator, Challenge, Hello, TransportInfo
 from wampchat.config_types import LimitsConfig
 from wampchat.errors import AuthFailure, RequestError
+from wampchat.logs import Logger
 from wampchat.router import features
 from wampchat.router.admission import Admission, TokenBucket, admission_for
 from wampchat.router.ids import RequestIds

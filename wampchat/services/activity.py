@@ -12,8 +12,8 @@ from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallDetails, RegisterOptions
-from twisted.logger import Logger
 
+from wampchat.logs import Logger
 from wampchat.services.base import CHAT_MAIN, ServiceSession
 
 log = Logger()

@@ -25,9 +25,9 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallDetails, RegisterOptions, SubscribeOptions
 from psycopg2 import Error as DriverError
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from wampchat.errors import Unavailable
+from wampchat.logs import Logger
 from wampchat.services.base import CHAT_MAIN, ServiceSession
 from wampchat.services.history import DEFAULT_MAX_BUFFERED, HistoryWriter, read_page
 

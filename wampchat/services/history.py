@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 from psycopg2 import Error as DriverError
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 
 from wampchat.errors import Unavailable
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -11,8 +11,9 @@ the WebSocket protocol owns the socket and this channel's timers stand down.
 
 from __future__ import annotations
 
-from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
+
+from wampchat.logs import Logger
 
 log = Logger()
 

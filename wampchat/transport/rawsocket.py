@@ -14,9 +14,9 @@ from typing import Any
 from autobahn.twisted.rawsocket import WampRawSocketServerFactory, WampRawSocketServerProtocol
 from autobahn.wamp.exception import ProtocolError, TransportLost
 from autobahn.wamp.serializer import Serializer
-from twisted.logger import Logger
 
 from wampchat.auth.authenticator import TransportInfo
+from wampchat.logs import Logger
 from wampchat.router.session import RouterContext
 from wampchat.transport.websocket import (HoldsAdmissionSlot, OutboundGuard, end_slow_consumer,
                                           peer_address, refuse_connection, shared_serializers)

@@ -22,11 +22,11 @@ from autobahn.twisted.resource import WebSocketResource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.logger import Logger
 from twisted.web import pages, resource, static
 from twisted.web.server import Site
 
 from wampchat.config_types import KeycloakAuthConfig, TransportConfig
+from wampchat.logs import Logger
 from wampchat.router.session import RouterContext
 from wampchat.transport.dispatch import UpgradeDispatchFactory
 from wampchat.transport.http_channel import IDLE_TIMEOUT, deadline_channel

@@ -26,12 +26,12 @@ from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import succeed
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from wampchat import errors
 from wampchat.auth.authenticator import TransportInfo
 from wampchat.config_types import WebSocketOptions
+from wampchat.logs import Logger
 from wampchat.router.session import RouterContext, RouterSession
 from wampchat.transport import autobahn_tuning  # noqa: F401  (cheaper frames; see there)
 from wampchat.transport.serializers import (RouterCBORSerializer, RouterJsonSerializer,

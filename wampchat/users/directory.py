@@ -21,10 +21,10 @@ from typing import Protocol, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from wampchat.errors import Unavailable
+from wampchat.logs import Logger
 from wampchat.users.store import User, UserStore
 
 log = Logger()

@@ -24,10 +24,10 @@ from typing import Iterable, Sequence
 
 from psycopg2 import Error as DriverError, InterfaceError, OperationalError
 from psycopg2.extensions import parse_dsn
-from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
 from wampchat.errors import Unavailable
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -24,12 +24,12 @@ from psycopg2.errorcodes import DUPLICATE_PREPARED_STATEMENT, INVALID_SQL_STATEM
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, FirstError, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres.txpostgres import Connection, ConnectionPool
 
 from wampchat.config_types import DatabaseConfig
 from wampchat.errors import Unavailable
+from wampchat.logs import Logger
 
 log = Logger()
 

@@ -13,9 +13,9 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from psycopg2 import Error as DriverError, IntegrityError
 from psycopg2.errorcodes import UNIQUE_VIOLATION
-from twisted.logger import Logger
 
 from wampchat.errors import Unavailable
+from wampchat.logs import Logger
 from wampchat.users.batching import Coalescer
 from wampchat.users.pool import (DeadlineExceeded, PoolState, PreparedStatement,  # noqa: F401
                                  QuietConnection, ResilientPool, make_pool, pool_from_config,
