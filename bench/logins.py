@@ -21,8 +21,8 @@ Two processes besides this one (the orchestrator):
 Scenarios, in this order:
 
 - `first-time`: users the database has never seen (the JIT path: one statement that
-  finds the row or inserts it, shared by the logins that arrive while `pool_size` such
-  statements are running);
+  finds the row or inserts it, shared by the logins that arrive while two such
+  statements are running: `LOGIN_STATEMENTS` in wampchat/users/postgres.py);
 - `again, cached`: the same users at once again (the directory's cache, TTL 30 s);
 - `existing, not cached`: users whose rows exist (inserted by this script, as if
   created by another node) but that this router has not seen (the same one statement);

@@ -124,6 +124,19 @@ async def test_a_storm_of_first_logins_costs_a_few_statements(one_connection):
 
 
 @pytest_twisted.ensureDeferred
+async def test_two_login_statements_run_at_once_on_a_larger_pool(pg_pool):
+    # Five connections, yet the first two logins go alone and the other 28 wait for one
+    # of them and go together: two statements in flight, not pool_size.
+    store = PostgresUserStore(pg_pool)
+    logins = [(_sub(), f"{_sub()}@example.org", f"u{n}", ("user",)) for n in range(30)]
+    outcomes = await gatherResults(_logins(store, logins))
+    assert [created for _, created in outcomes] == [True] * 30
+    assert store._logins.batches == 3 and store._logins.largest_batch == 28
+    assert PostgresUserStore(pg_pool, login_statements=5)._logins._limit == 5
+    assert PostgresUserStore(pg_pool, login_statements=9)._logins._limit == 5   # pool size
+
+
+@pytest_twisted.ensureDeferred
 async def test_one_taken_email_refuses_only_its_logins(one_connection):
     store = PostgresUserStore(one_connection)
     taken = f"{_sub()}@example.org"

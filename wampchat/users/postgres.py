@@ -55,24 +55,33 @@ _FIND_OR_CREATE_MANY = PreparedStatement(
 _Login = tuple[str, "str | None", "str | None", tuple[str, ...]]   # find_or_create's arguments
 
 
+# Login statements in flight at once. Each costs this process ~70 us to send and more to
+# answer, whatever its size: 16 concurrent first-time logins in process cost 90-125 us of
+# CPU each with 5 in flight, 72-87 us with 2 and 46-81 us with 1 (0.77 -> 0.24 statements
+# per login in bench.logins). Two, not one: a slow statement does not hold every login,
+# and the pool keeps connections free for other queries during a login storm.
+LOGIN_STATEMENTS = 2
+
+
 class PostgresUserStore:
     """`UserStore` on a `ResilientPool`: one statement per call in the common case.
 
     Round trips: `find_by_keycloak_id` 1; `create_or_get` and `find_or_create` 1, or 2
     when another login created the row concurrently; `touch_logins` 1 for the whole batch.
-    Logins arriving while `pool.size` of them are running go together as one statement
-    (`Coalescer`) of at most `max_batch`; one of them whose email is taken makes the
-    batch retry one by one. As for queries waiting for a connection, at most
+    At most `login_statements` (2, at most `pool.size`) login statements run at once;
+    logins arriving meanwhile go together as the next one (`Coalescer`), of at most
+    `max_batch`; one of them whose email is taken makes the batch retry one by one. As for queries waiting for a connection, at most
     `pool.max_waiting` logins wait, more are refused at once (`Unavailable`), and the
     pool's deadline counts from when a login began to wait: a stalled database cannot
     pile them up.
     Errors: `EmailInUse`, `Unavailable`; nothing else.
     """
 
-    def __init__(self, pool: ResilientPool, max_batch: int = 200) -> None:
+    def __init__(self, pool: ResilientPool, max_batch: int = 200,
+                 login_statements: int = LOGIN_STATEMENTS) -> None:
         self._pool = pool
         self._logins: Coalescer[tuple[float, _Login]] = Coalescer(
-            self._find_or_create_batch, pool.size, max_batch)
+            self._find_or_create_batch, max(1, min(login_statements, pool.size)), max_batch)
         self.refused_busy = 0                    # logins refused because too many waited
 
     async def find_by_keycloak_id(self, keycloak_id: str) -> User | None:
