@@ -75,22 +75,16 @@ def serve_router(options: dict[str, Any]) -> None:
 
     counts = dict.fromkeys(STATEMENT_KINDS, 0)
 
-    def counted(method):
-        async def wrapper(self, sql, params=()):
-            verb = sql.lstrip().split(None, 1)[0].upper()
+    def counted(method, sql_of=lambda sql: sql):
+        async def wrapper(self, statement, *args, **kwargs):
+            verb = sql_of(statement).lstrip().split(None, 1)[0].upper()
             counts[verb if verb in counts else "other"] += 1
-            return await method(self, sql, params)
-        return wrapper
-
-    def counted_prepared(method):
-        async def wrapper(self, statement, params=(), since=None):
-            counts[statement.sql.lstrip().split(None, 1)[0].upper()] += 1
-            return await method(self, statement, params, since)
+            return await method(self, statement, *args, **kwargs)
         return wrapper
 
     ResilientPool.run_query = counted(ResilientPool.run_query)
     ResilientPool.run_operation = counted(ResilientPool.run_operation)
-    ResilientPool.run_prepared = counted_prepared(ResilientPool.run_prepared)
+    ResilientPool.run_prepared = counted(ResilientPool.run_prepared, lambda prepared: prepared.sql)
     stores: list[PostgresUserStore] = []
     store_init = PostgresUserStore.__init__
 

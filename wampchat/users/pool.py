@@ -51,6 +51,9 @@ def reconnect_delay(failures: int, initial: float = 0.5, maximum: float = 30.0,
     return min(maximum, initial * factor ** failures)
 
 
+_TOO_LATE = "the user database did not answer in time"    # every deadline's refusal
+
+
 class DeadlineExceeded(Exception):
     """The database did not answer within the deadline."""
 
@@ -361,7 +364,7 @@ class ResilientPool(Service):
             return self._query_timeout - (self._clock.seconds() - started)
 
         if left() <= 0:
-            raise Unavailable("the user database did not answer in time")
+            raise Unavailable(_TOO_LATE)
         pool = self._pool
         if pool is None and self._building is not None:
             # Connecting (start-up or a reconnect): wait for that attempt, bounded, so
@@ -369,7 +372,7 @@ class ResilientPool(Service):
             try:
                 await within(self.when_settled(), left(), self._clock)
             except DeadlineExceeded:
-                raise Unavailable("the user database did not answer in time") from None
+                raise Unavailable(_TOO_LATE) from None
             pool = self._pool
         if pool is None:
             raise Unavailable("the user database is unavailable")
@@ -381,13 +384,13 @@ class ResilientPool(Service):
         remaining = left()
         if remaining <= 0:               # never sent after its caller's deadline
             self._release(None)
-            raise Unavailable("the user database did not answer in time")
+            raise Unavailable(_TOO_LATE)
         try:
             query = call(pool)
             query.addBoth(self._release, pool)
             return await within(query, remaining, self._clock)
         except DeadlineExceeded:
-            raise Unavailable("the user database did not answer in time") from None
+            raise Unavailable(_TOO_LATE) from None
         except DriverError as error:
             if not isinstance(error, (OperationalError, InterfaceError)):
                 raise
@@ -395,7 +398,7 @@ class ResilientPool(Service):
             raise Unavailable(f"the user database is unavailable: {_first_line(error)}") from None
         except CancelledError:
             # statement_timeout: txpostgres turns QueryCanceled into CancelledError.
-            raise Unavailable("the user database did not answer in time") from None
+            raise Unavailable(_TOO_LATE) from None
         except Exception as error:
             # The connection was closed under the query (ConnectionDone, ...).
             self._check_health(pool)
@@ -420,7 +423,7 @@ class ResilientPool(Service):
             # Leave the line so the query never runs after its caller gave up.
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
-            raise Unavailable("the user database did not answer in time") from None
+            raise Unavailable(_TOO_LATE) from None
         # The slot was handed over by _release (still counted in _running).
 
     def _release(self, result, pool: "_TxPool | None" = None):

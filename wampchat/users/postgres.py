@@ -70,10 +70,10 @@ class PostgresUserStore:
     when another login created the row concurrently; `touch_logins` 1 for the whole batch.
     At most `login_statements` (2, at most `pool.size`) login statements run at once;
     logins arriving meanwhile go together as the next one (`Coalescer`), of at most
-    `max_batch`; one of them whose email is taken makes the batch retry one by one. As for queries waiting for a connection, at most
-    `pool.max_waiting` logins wait, more are refused at once (`Unavailable`), and the
-    pool's deadline counts from when a login began to wait: a stalled database cannot
-    pile them up.
+    `max_batch`; one of them whose email is taken makes the batch retry one by one. As
+    for queries waiting for a connection, at most `pool.max_waiting` logins wait, more
+    are refused at once (`Unavailable`), and the pool's deadline counts from when a
+    login began to wait: a stalled database cannot pile them up.
     Errors: `EmailInUse`, `Unavailable`; nothing else.
     """
 
