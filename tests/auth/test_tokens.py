@@ -202,3 +202,22 @@ def test_unverified_kid():
         tokens.unverified_kid(raw_token(header='{"alg": "RS256"}'))
     with pytest.raises(tokens.TokenTooLarge):
         tokens.unverified_kid("x" * 20000)
+
+
+def test_checked_headers_are_reused_refused_ones_never():
+    """A header seen before is not parsed again; one that was refused is refused every time,
+    and a flood of distinct headers keeps the table bounded without changing any answer."""
+    tokens._HEADERS.clear()
+    good = token()
+    tokens.validate(good, KEY, SETTINGS, NOW)
+    assert list(tokens._HEADERS) == [good.split(".")[0]]
+    crit = KEY_A.sign(claims(), crit=["exp"])
+    for _ in range(2):
+        with pytest.raises(tokens.CriticalHeader):
+            tokens.validate(crit, KEY, SETTINGS, NOW)
+    assert crit.split(".")[0] not in tokens._HEADERS
+    for n in range(3 * tokens._HEADERS_MAX):
+        varied = KEY_A.sign(claims(), typ=f"JWT{n}")
+        assert tokens.validate(varied, KEY, SETTINGS, NOW).sub == claims()["sub"]
+        assert len(tokens._HEADERS) <= tokens._HEADERS_MAX
+    assert tokens.validate(good, KEY, SETTINGS, NOW).sub == claims()["sub"]

@@ -161,11 +161,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with hooks builds a decoder per call.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float,
+                                   object_pairs_hook=_refuse_duplicates)
+
+
 def strict_json_object(data: bytes, part: str) -> dict[str, Any]:
     """Decode one JSON object, refusing NaN/Infinity, overflow and duplicate members."""
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant,
-                           parse_float=_finite_float, object_pairs_hook=_refuse_duplicates)
+        value = _STRICT_DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedToken(f"the {part} is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
@@ -195,8 +199,24 @@ def _split(token: Any) -> list[str]:
     return segments
 
 
+# Checked headers by their encoded segment: a realm's tokens share a few (one per key), and
+# each token's header is read twice (its kid, then its alg). Read-only; bounded.
+_HEADERS: dict[str, dict[str, Any]] = {}
+_HEADERS_MAX = 64
+
+
 def _header(segments: list[str]) -> dict[str, Any]:
-    header = strict_json_object(_b64decode(segments[0], "header"), "header")
+    header = _HEADERS.get(segments[0])
+    if header is None:
+        header = _checked_header(segments[0])
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[segments[0]] = header
+    return header
+
+
+def _checked_header(segment: str) -> dict[str, Any]:
+    header = strict_json_object(_b64decode(segment, "header"), "header")
     if "crit" in header:
         raise CriticalHeader("the token has a crit header")
     cty = header.get("cty")
