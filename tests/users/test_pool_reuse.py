@@ -5,8 +5,12 @@ Real PostgreSQL: each connection is told apart by its backend's pid.
 
 from __future__ import annotations
 
+import psycopg2
+import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
+
+from wampchat.errors import Unavailable
 
 
 async def _backend_pid(pool, sleep: float = 0.0) -> int:
@@ -30,3 +34,23 @@ async def test_concurrent_queries_still_spread_over_every_connection(pg_pool):
     # and afterwards one at a time again: one of those five, always the same
     later = [await _backend_pid(pg_pool) for _ in range(6)]
     assert len(set(later)) == 1 and later[0] in pids
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_statement_that_cannot_start_is_refused_and_its_connection_and_slot_return(
+        pg_pool):
+    # cursor() raises when psycopg2 already knows the connection is closed: the caller
+    # gets Unavailable at once, the connection goes back and the slot is released.
+    txpool = pg_pool._pool
+    broken = txpool.connections._idle[-1]        # the one the next query takes
+
+    def closed_cursor():
+        raise psycopg2.InterfaceError("connection already closed")
+
+    broken.cursor = closed_cursor
+    with pytest.raises(Unavailable, match="connection already closed"):
+        await _backend_pid(pg_pool)
+    assert pg_pool._running == 0 and len(txpool.connections) == pg_pool.size
+    del broken.cursor
+    assert await _backend_pid(pg_pool) > 0

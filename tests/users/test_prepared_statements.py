@@ -50,8 +50,8 @@ async def test_first_login_prepares_and_later_ones_execute(one_connection):
     connection = _connection(one_connection)
     assert connection.prepared == {NAME}
     sent = []
-    run_query = connection.runQuery
-    connection.runQuery = lambda sql, *args: sent.append(sql) or run_query(sql, *args)
+    rows = connection.rows
+    connection.rows = lambda sql, *args: sent.append(sql) or rows(sql, *args)
     # Later calls: the prepared statement alone, for new and existing users alike.
     second, created = await store.find_or_create(_sub(), f"{_sub()}@example.org", None, ())
     assert created and second.id != first.id and second.roles == ()

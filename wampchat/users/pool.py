@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from psycopg2 import Error as DriverError, InterfaceError, OperationalError
 from psycopg2.errorcodes import DUPLICATE_PREPARED_STATEMENT, INVALID_SQL_STATEMENT_NAME
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, FirstError, succeed
+from twisted.internet.defer import CancelledError, Deferred, FirstError, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from txpostgres.txpostgres import Connection, ConnectionPool
@@ -122,12 +122,24 @@ class _Connection(Connection):
         self._on_lost = on_lost or (lambda connection: None)
         self.prepared: set[str] = set()          # names of statements prepared on it
 
+    # The pool runs one statement at a time on a connection (it hands each query a
+    # connection of its own), so these skip txpostgres' per-connection lock: two
+    # Deferreds and a lock acquisition per statement.
+
+    def rows(self, sql: str, params: tuple) -> Deferred:
+        """Rows of one statement (runQuery without the lock)."""
+        return self.cursor().execute(sql, params).addCallback(_fetchall)
+
+    def operation(self, sql: str, params: tuple) -> Deferred:
+        """One statement without rows (runOperation without the lock)."""
+        return self.cursor().execute(sql, params).addCallback(_nothing)
+
     def run_prepared(self, statement: PreparedStatement, params: tuple) -> Deferred:
         """Rows of `statement`, prepared first if this connection has not done it yet."""
         if statement.name in self.prepared:
-            return self.runQuery(statement.execute, params).addErrback(
+            return self.rows(statement.execute, params).addErrback(
                 self._not_prepared, statement, params)
-        return self.runQuery(statement.prepare_and_execute, params).addCallbacks(
+        return self.rows(statement.prepare_and_execute, params).addCallbacks(
             self._now_prepared, self._already_prepared,
             callbackArgs=(statement.name,), errbackArgs=(statement, params))
 
@@ -140,7 +152,7 @@ class _Connection(Connection):
         if getattr(failure.value, "pgcode", None) != DUPLICATE_PREPARED_STATEMENT:
             return failure
         self.prepared.add(statement.name)
-        return self.runQuery(statement.execute, params)
+        return self.rows(statement.execute, params)
 
     def _not_prepared(self, failure: Failure, statement: PreparedStatement, params: tuple):
         # Gone from the server session (DEALLOCATE ALL, DISCARD ALL, a pooler in between).
@@ -213,14 +225,33 @@ class _TxPool(ConnectionPool):
         super().__init__(None, dsn, min=size, **connect_kwargs)
         self.connections = _MostRecentFirst(self.connections)
 
+    # ResilientPool admits at most `size` queries at once, so an idle connection is always
+    # there: its queries skip txpostgres' semaphore (two Deferreds per statement).
+
+    def runQuery(self, sql: str, params: tuple = ()) -> Deferred:
+        return self._on_idle_connection(_Connection.rows, sql, params)
+
+    def runOperation(self, sql: str, params: tuple = ()) -> Deferred:
+        return self._on_idle_connection(_Connection.operation, sql, params)
+
     def runPrepared(self, statement: PreparedStatement, params: tuple) -> Deferred:
         """Like runQuery, for a statement prepared on each connection (txpostgres' naming)."""
-        return self._semaphore.run(self._runPrepared, statement, params)
+        return self._on_idle_connection(_Connection.run_prepared, statement, params)
 
-    def _runPrepared(self, statement: PreparedStatement, params: tuple) -> Deferred:
-        connection = self.connections.pop()
-        return connection.run_prepared(statement, params).addBoth(
+    def _on_idle_connection(self, method, *args) -> Deferred:
+        connection = self.connections.pop()      # IndexError if admission let too many in
+        # maybeDeferred: a connection closed under us raises from cursor(); it still goes
+        # back (the pool's health check drops it) and the caller gets the failure.
+        return maybeDeferred(method, connection, *args).addBoth(
             self._putBackAndPassthrough, connection)
+
+
+def _fetchall(cursor) -> list[tuple]:
+    return cursor.fetchall()
+
+
+def _nothing(cursor) -> None:
+    return None
 
 
 def _is_open(connection: Connection) -> bool:
