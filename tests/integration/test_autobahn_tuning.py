@@ -32,3 +32,17 @@ def test_options_are_pretty_printed_only_when_formatted():
     options = {"openHandshakeTimeout": 5, "autoPingInterval": 10}
     lazy = autobahn_websocket_protocol.pformat(options)
     assert formatEvent({"log_format": "options {o}", "o": lazy}) == "options " + pprint.pformat(options)
+
+
+def test_values_are_styled_only_when_formatted(monkeypatch):
+    # The close reason of every connection is a Failure: rendering it costs microseconds.
+    calls = []
+    real = autobahn_util.hlval
+    monkeypatch.setattr(autobahn_util, "hlval", lambda obj: calls.append(obj) or real(obj))
+    for module in (autobahn_websocket_protocol, autobahn_twisted_websocket):
+        lazy = module.hlval("tcp4:127.0.0.1:5000")
+        assert calls == []
+        text = formatEvent({"log_format": "peer {peer}", "peer": lazy})
+        assert text == "peer " + real("tcp4:127.0.0.1:5000")
+        assert calls == ["tcp4:127.0.0.1:5000"]
+        calls.clear()

@@ -6,7 +6,8 @@ behaviour and was chosen from the benchmark profile (bench/RESULTS.md):
 - Autobahn pretty-prints its ~40 protocol options for a debug log line on every new
   connection, whether debug logging is on or not (8% of a handshake's CPU), and names
   five methods per connection the same way (``hltype``: inspect calls and string
-  styling, ~2 us each): both become lazy in its modules, so a debug line still shows
+  styling, ~2 us each) and styles the peer and the close reason (``hlval``, which
+  formats a whole Failure): all become lazy in its modules, so a debug line still shows
   the same text and nothing is computed when debug lines are filtered out.
 - Autobahn unmasks every incoming frame with a masker it builds per frame through CFFI
   (an import, two buffer allocations and a copy: ~3 us for a 60-byte frame) and
@@ -49,9 +50,15 @@ class _LazyHltype(_LazyText):
     render = staticmethod(lambda obj: autobahn_util.hltype(obj))
 
 
+class _LazyHlval(_LazyText):
+    render = staticmethod(lambda obj: autobahn_util.hlval(obj))
+
+
 autobahn_websocket_protocol.pformat = _LazyPformat
 autobahn_websocket_protocol.hltype = _LazyHltype
+autobahn_websocket_protocol.hlval = _LazyHlval
 autobahn_twisted_websocket.hltype = _LazyHltype
+autobahn_twisted_websocket.hlval = _LazyHlval
 
 try:
     from wsaccel.utf8validator import Utf8Validator
