@@ -43,6 +43,7 @@ bench: install npm-deps $(CROSSBAR_VENV)/.installed
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.logins
+	$(BIN)/python -m bench.store_path
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache
