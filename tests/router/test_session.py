@@ -262,3 +262,21 @@ def test_welcome_with_roles_marshalled_once_is_autobahns_welcome(serializer):
     assert ours.marshal() == theirs.marshal()
     assert ours.roles["broker"].publisher_exclusion is True
     assert codec.unserialize(*codec.serialize(ours))[0].roles.keys() == {"broker", "dealer"}
+
+
+def test_announced_features_are_the_true_ones_and_shared_between_sessions():
+    from autobahn.wamp import role
+
+    from wampchat.router.session import _SHARED_FEATURES_MAX, _announced_features
+
+    roles = {"callee": role.RoleCalleeFeatures(call_canceling=True, progressive_call_results=False),
+             "caller": role.RoleCallerFeatures()}
+    features = _announced_features(roles)
+    assert features == {("callee", "call_canceling")}
+    assert _announced_features(dict(roles)) is features
+    # made-up combinations beyond the bound are answered but never kept
+    for n in range(_SHARED_FEATURES_MAX + 5):
+        made_up = {f"role{n}": role.RoleCallerFeatures(call_canceling=True)}
+        assert _announced_features(made_up) == {(f"role{n}", "call_canceling")}
+    from wampchat.router import session as session_module
+    assert len(session_module._SHARED_FEATURES) == _SHARED_FEATURES_MAX

@@ -98,7 +98,9 @@ class RouterSession:
         self.state = State.NEW
         self._transport = None
         self._request_ids = RequestIds()
-        self._client_roles: dict[str, Any] = {}
+        # (role, feature) pairs the peer announced as true in HELLO: four role-feature
+        # objects and a dict fewer per session for the collector to walk.
+        self._features: frozenset[tuple[str, str]] = frozenset()
         self._hello: Hello | None = None
         self._authenticator: Authenticator | None = None
         self._accept: Accept | None = None
@@ -122,7 +124,7 @@ class RouterSession:
 
     def onOpen(self, transport) -> None:
         self._transport = transport
-        self._start_timer("hello", self._context.limits.hello_timeout, self._handshake_timed_out)
+        self._start_timer("hello", self._context.limits.hello_timeout)
 
     def onClose(self, wasClean: bool) -> None:
         self._leave()
@@ -164,7 +166,7 @@ class RouterSession:
 
     def supports(self, role: str, feature: str) -> bool:
         """Whether the peer announced feature for role in its HELLO."""
-        return bool(getattr(self._client_roles.get(role), feature, False))
+        return (role, feature) in self._features
 
     def payload_size(self, msg: Any) -> int:
         """Approximate serialized size of a message's args and kwargs, in bytes."""
@@ -201,7 +203,7 @@ class RouterSession:
         self.send(message.Goodbye(reason, message=text))
         self.state = State.CLOSING
         self._detach()
-        self._start_timer("goodbye", GOODBYE_GRACE, self._close_transport)
+        self._start_timer("goodbye", GOODBYE_GRACE)
 
     def protocol_violation(self, text: str) -> None:
         """The peer broke the protocol: ABORT/GOODBYE protocol_violation, close at once."""
@@ -240,20 +242,22 @@ class RouterSession:
 
     # -- timers -------------------------------------------------------------------------
 
-    def _start_timer(self, purpose: str, delay: float, action: Callable[[], None]) -> None:
-        """Run action after delay, once; a pending timer of the same purpose (which always
-        has the same action) is moved instead of replaced: a handshake restarts its
+    def _start_timer(self, purpose: str, delay: float) -> None:
+        """Run the purpose's action (_TIMER_ACTIONS) after delay, once; a pending timer of
+        the same purpose is moved instead of replaced: a handshake restarts its
         authenticate timer at every step."""
         timer = self._timers.get(purpose)
         if timer is not None and timer.active():
             timer.reset(max(0.0, delay))
             return
+        # A method and a name, not a closure: fewer objects per session (the token timer
+        # lives as long as the session).
+        self._timers[purpose] = self._clock.callLater(max(0.0, delay), self._timer_fired,
+                                                      purpose)
 
-        def fire() -> None:
-            self._timers.pop(purpose, None)
-            action()
-
-        self._timers[purpose] = self._clock.callLater(max(0.0, delay), fire)
+    def _timer_fired(self, purpose: str) -> None:
+        self._timers.pop(purpose, None)
+        getattr(self, _TIMER_ACTIONS[purpose])()
 
     def _cancel_timer(self, purpose: str) -> None:
         timer = self._timers.pop(purpose, None)
@@ -330,7 +334,8 @@ class RouterSession:
             self._refuse(errors.NO_SUCH_REALM, f"no realm {msg.realm!r} on this router",
                          "no_such_realm")
             return
-        self._client_roles = dict(msg.roles or {})
+        client_roles = dict(msg.roles or {})
+        self._features = _announced_features(client_roles)
         authenticator = self._choose_authenticator(msg.authmethods)
         if authenticator is None:
             self._refuse(errors.NO_AUTH_METHOD,
@@ -341,14 +346,13 @@ class RouterSession:
         self._authenticator = authenticator
         self._hello = Hello(realm=msg.realm, authmethods=tuple(_send_order(msg.authmethods)),
                             authid=msg.authid, authrole=msg.authrole,
-                            authextra=dict(msg.authextra or {}), roles=self._client_roles,
+                            authextra=dict(msg.authextra or {}), roles=client_roles,
                             session_id=realm.new_session_id(), transport=self.info)
         self.state = State.AUTHENTICATING
         # The HELLO came in time; from now on the authenticate timeout bounds the handshake
         # (the authenticator's work and the client's answer to a CHALLENGE).
         self._cancel_timer("hello")
-        self._start_timer("authenticate", self._context.limits.authenticate_timeout,
-                          self._handshake_timed_out)
+        self._start_timer("authenticate", self._context.limits.authenticate_timeout)
         self._await_auth(authenticator.hello(self._hello))
 
     def _choose_authenticator(self, authmethods: list[str] | None) -> Authenticator | None:
@@ -364,8 +368,7 @@ class RouterSession:
         return None
 
     def _on_authenticate(self, msg: message.Authenticate) -> None:
-        self._start_timer("authenticate", self._context.limits.authenticate_timeout,
-                          self._handshake_timed_out)
+        self._start_timer("authenticate", self._context.limits.authenticate_timeout)
         self.state = State.AUTHENTICATING
         assert self._authenticator is not None and self._hello is not None
         self._await_auth(self._authenticator.authenticate(self._hello, msg.signature,
@@ -381,8 +384,7 @@ class RouterSession:
         if isinstance(answer, Challenge):
             self.state = State.CHALLENGED
             self.send(message.Challenge(answer.method, extra=answer.extra))
-            self._start_timer("authenticate", self._context.limits.authenticate_timeout,
-                              self._handshake_timed_out)
+            self._start_timer("authenticate", self._context.limits.authenticate_timeout)
             return
         self._welcome(answer)
 
@@ -427,6 +429,7 @@ class RouterSession:
         self.realm = realm
         self.id = self._hello.session_id if self._hello.session_id not in realm.sessions \
             else realm.new_session_id()
+        self._hello = None               # read only during the handshake
         self._adopt(accept)
         self.state = State.WELCOMED
         self.send(features.RouterWelcome(self.id, realm=realm.name, authid=self.authid,
@@ -459,8 +462,7 @@ class RouterSession:
         self.authprovider = accept.authprovider
         self.authextra = dict(accept.authextra)
         if accept.expires_at is not None:
-            self._start_timer("token", accept.expires_at - self._clock.seconds(),
-                              self._token_expired)
+            self._start_timer("token", accept.expires_at - self._clock.seconds())
         else:
             self._cancel_timer("token")
 
@@ -493,6 +495,30 @@ class RouterSession:
             self.realm.broker.remove_forbidden(self)
             self.realm.dealer.remove_forbidden(self)
         return {"status": "ok", "expires_at": accept.credential_expires_at}
+
+
+# What each session timer does when it fires (purpose -> RouterSession method).
+_TIMER_ACTIONS = {"hello": "_handshake_timed_out", "authenticate": "_handshake_timed_out",
+                  "goodbye": "_close_transport", "token": "_token_expired"}
+
+
+# Clients of one library announce the same features: sessions share one set of each kind
+# (a few kinds; bounded, so that made-up HELLOs cannot grow it).
+_SHARED_FEATURES: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
+_SHARED_FEATURES_MAX = 64
+
+
+def _announced_features(roles: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    """The (role, feature) pairs a HELLO's role-feature objects announce as true."""
+    features = frozenset((role, feature) for role, announced in roles.items()
+                         for feature, value in getattr(announced, "__dict__", {}).items()
+                         if value)
+    shared = _SHARED_FEATURES.get(features)
+    if shared is not None:
+        return shared
+    if len(_SHARED_FEATURES) < _SHARED_FEATURES_MAX:
+        _SHARED_FEATURES[features] = features
+    return features
 
 
 def install_refresh(realm: Realm) -> None:

@@ -67,7 +67,7 @@ class RouterRawSocketProtocol(HoldsAdmissionSlot, WampRawSocketServerProtocol):
         session.address = self._slot or ""
         self._session = session
         self._guard = OutboundGuard(context.limits.outbound_buffer_bytes, context.clock,
-                                    lambda: end_slow_consumer(session))
+                                    end_slow_consumer, session)
         self._guard.attach(self.transport)
         session.onOpen(self)
 

@@ -77,14 +77,18 @@ class OutboundGuard:
     Registered as the streaming producer of the TCP transport: Twisted pauses it
     when the socket's write buffer is full and resumes it when the buffer drains.
     Bytes written while paused are counted; over ``limit`` the session is a slow
-    consumer and ``on_overflow`` runs once, on a later reactor turn (never inside
-    the broker's fan-out that was writing).
+    consumer and ``on_overflow(subject)`` runs once, on a later reactor turn (never
+    inside the broker's fan-out that was writing). A function and its argument, not a
+    closure: every connection has a guard, and fewer objects per session are less
+    for the garbage collector to walk.
     """
 
-    def __init__(self, limit: int, clock: Any, on_overflow: Callable[[], None]) -> None:
+    def __init__(self, limit: int, clock: Any, on_overflow: Callable[[Any], None],
+                 subject: Any) -> None:
         self._limit = limit
         self._clock = clock
         self._on_overflow = on_overflow
+        self._subject = subject
         self._paused = False
         self._queued_while_paused = 0       # bytes written since the last pause
         self.overflowed = False
@@ -107,7 +111,7 @@ class OutboundGuard:
             self._queued_while_paused += nbytes
             if self._limit > 0 and self._queued_while_paused > self._limit:
                 self.overflowed = True
-                self._clock.callLater(0, self._on_overflow)
+                self._clock.callLater(0, self._on_overflow, self._subject)
                 return False
         return True
 
@@ -229,7 +233,7 @@ class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
         session.address = self._slot or ""
         self._session = session
         self._guard = OutboundGuard(self.factory.context.limits.outbound_buffer_bytes,
-                                    self.factory.context.clock, lambda: end_slow_consumer(session))
+                                    self.factory.context.clock, end_slow_consumer, session)
         self._guard.attach(self.transport)
         session.onOpen(self)
 
