@@ -235,7 +235,17 @@ class RouterWebSocketProtocol(HoldsAdmissionSlot, WampWebSocketServerProtocol):
         self._guard = OutboundGuard(self.factory.context.limits.outbound_buffer_bytes,
                                     self.factory.context.clock, end_slow_consumer, session)
         self._guard.attach(self.transport)
+        self._freeze_handshake_state()
         session.onOpen(self)
+
+    def _freeze_handshake_state(self) -> None:
+        # Autobahn's lists from the opening handshake are only read from here on; as tuples
+        # of strings the garbage collector stops walking them (up to four per connection).
+        self.websocket_protocols = tuple(self.websocket_protocols or ())
+        self.websocket_extensions = tuple(self.websocket_extensions or ())
+        if not self.websocket_extensions_in_use:
+            self.websocket_extensions_in_use = ()
+        self._valid_events = tuple(self._valid_events or ())
 
     def dataReceived(self, data: bytes) -> None:
         # Autobahn's formats the arguments of a debug log line (hltype, hlval) on every read.
