@@ -46,3 +46,27 @@ def test_values_are_styled_only_when_formatted(monkeypatch):
         assert text == "peer " + real("tcp4:127.0.0.1:5000")
         assert calls == ["tcp4:127.0.0.1:5000"]
         calls.clear()
+
+
+def test_batched_timer_calls_without_arguments_keep_the_callback_itself():
+    from twisted.internet.task import Clock
+    from txaio._common import _BatchedTimer
+
+    from wampchat.transport.autobahn_tuning import lean_batched_timer
+
+    clock = Clock()
+    # what txaio.make_batched_timer builds, on a test clock
+    timer = lean_batched_timer(_BatchedTimer(200.0, 1000, seconds_provider=clock.seconds,
+                                             delayed_call_creator=clock.callLater))
+    fired = []
+
+    def ping():
+        fired.append("ping")
+
+    plain = timer.call_later(5, ping)
+    assert plain._call is ping                 # no closure around it
+    timer.call_later(5, fired.append, "with an argument")
+    cancelled = timer.call_later(5, ping)
+    cancelled.cancel()
+    clock.advance(6)
+    assert sorted(fired) == ["ping", "with an argument"]

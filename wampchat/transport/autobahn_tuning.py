@@ -9,6 +9,10 @@ behaviour and was chosen from the benchmark profile (bench/RESULTS.md):
   styling, ~2 us each) and styles the peer and the close reason (``hlval``, which
   formats a whole Failure): all become lazy in its modules, so a debug line still shows
   the same text and nothing is computed when debug lines are filtered out.
+- Autobahn's timers per connection (auto-ping, handshake timeouts) go through txaio's
+  batched timer, which wraps each callback in a closure (a function, three cells and a
+  tuple that the garbage collector walks, per connection): `lean_batched_timer` lets a
+  call without arguments keep the callback itself.
 - Autobahn unmasks every incoming frame with a masker it builds per frame through CFFI
   (an import, two buffer allocations and a copy: ~3 us for a 60-byte frame) and
   validates UTF-8 the same way. wsaccel's C maskers and validator do the same work in
@@ -59,6 +63,29 @@ autobahn_websocket_protocol.hltype = _LazyHltype
 autobahn_websocket_protocol.hlval = _LazyHlval
 autobahn_twisted_websocket.hltype = _LazyHltype
 autobahn_twisted_websocket.hlval = _LazyHlval
+
+def lean_batched_timer(timer: Any) -> Any:
+    """`timer` (a factory's txaio batched timer), its calls without arguments kept closure-free."""
+    timer.__class__ = _lean_class(type(timer))
+    return timer
+
+
+_LEAN_CLASSES: dict[type, type] = {}
+
+
+def _lean_class(base: type) -> type:
+    lean = _LEAN_CLASSES.get(base)
+    if lean is None:
+        def call_later(self, delay, func, *args, **kwargs):
+            call = base.call_later(self, delay, func, *args, **kwargs)
+            if not args and not kwargs:
+                call._call = func            # the closure around it is freed at once
+            return call
+
+        lean = _LEAN_CLASSES[base] = type(f"Lean{base.__name__}", (base,),
+                                          {"call_later": call_later})
+    return lean
+
 
 try:
     from wsaccel.utf8validator import Utf8Validator

@@ -352,6 +352,7 @@ class RouterWebSocketFactory(WampWebSocketServerFactory):
         # serializer id -> shared instance; the base class keeps the same in _serializers.
         self.serializers: dict[str, Serializer] = {s.SERIALIZER_ID: s for s in chosen}
         self.noisy = False
+        autobahn_tuning.lean_batched_timer(self._batched_timer)
         opts = self.options
         self.setProtocolOptions(
             maxFramePayloadSize=opts.max_message_size,
