@@ -27,7 +27,7 @@ def tune_garbage_collection() -> None:
 
     A full collection walks every tracked object: what start-up built (modules, classes,
     config, the node: ~70,000 objects, 20-27 ms, the p99 latency of the bench's fan-out
-    to 1000 subscribers at a fixed rate) and every session's ~40. Start-up's objects live
+    to 1000 subscribers at a fixed rate) and every session's ~33. Start-up's objects live
     as long as the process, so they are frozen out of collections (its garbage collected
     first: frozen objects are never collected). Closed connections leave no cycles (see
     HoldsAdmissionSlot), so little garbage waits for a full collection: it runs after
