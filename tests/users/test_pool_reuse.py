@@ -36,7 +36,6 @@ async def test_concurrent_queries_still_spread_over_every_connection(pg_pool):
     assert len(set(later)) == 1 and later[0] in pids
 
 
-
 @pytest_twisted.ensureDeferred
 async def test_a_statement_that_cannot_start_is_refused_and_its_connection_and_slot_return(
         pg_pool):

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from autobahn import util as autobahn_util
 from autobahn.twisted import websocket as autobahn_twisted_websocket
 from autobahn.websocket import protocol as autobahn_websocket_protocol
+from txaio._common import _BatchedTimer
 
 
 class _LazyText(str):
@@ -64,27 +65,21 @@ autobahn_websocket_protocol.hlval = _LazyHlval
 autobahn_twisted_websocket.hltype = _LazyHltype
 autobahn_twisted_websocket.hlval = _LazyHlval
 
-def lean_batched_timer(timer: Any) -> Any:
-    """`timer` (a factory's txaio batched timer), its calls without arguments kept closure-free."""
-    timer.__class__ = _lean_class(type(timer))
+
+class _LeanBatchedTimer(_BatchedTimer):
+    """txaio's batched timer, a call without arguments kept without a closure around it."""
+
+    def call_later(self, delay, func, *args, **kwargs):
+        call = super().call_later(delay, func, *args, **kwargs)
+        if not args and not kwargs:
+            call._call = func            # the closure txaio made is freed at once
+        return call
+
+
+def lean_batched_timer(timer: _BatchedTimer) -> _BatchedTimer:
+    """`timer` (what txaio.make_batched_timer built for a factory), made lean in place."""
+    timer.__class__ = _LeanBatchedTimer
     return timer
-
-
-_LEAN_CLASSES: dict[type, type] = {}
-
-
-def _lean_class(base: type) -> type:
-    lean = _LEAN_CLASSES.get(base)
-    if lean is None:
-        def call_later(self, delay, func, *args, **kwargs):
-            call = base.call_later(self, delay, func, *args, **kwargs)
-            if not args and not kwargs:
-                call._call = func            # the closure around it is freed at once
-            return call
-
-        lean = _LEAN_CLASSES[base] = type(f"Lean{base.__name__}", (base,),
-                                          {"call_later": call_later})
-    return lean
 
 
 try:
